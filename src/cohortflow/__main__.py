@@ -1,0 +1,6 @@
+"""Allow `python -m cohortflow`."""
+
+from cohortflow.cli import main
+
+if __name__ == "__main__":
+    main()
