@@ -6,11 +6,18 @@ exceptions become one red line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
+from cohortflow.config import PipelineConfig
 from cohortflow.errors import CohortflowError
 
 
@@ -31,6 +38,137 @@ def main() -> None:
     """Exactly-once streaming analytics for a coding school's test runs."""
 
 
+def _source_options(func: Any) -> Any:
+    """Options shared by every command that reads the sources or the warehouse."""
+    options = [
+        click.option(
+            "--students-db",
+            type=click.Path(path_type=Path),
+            default="data/students.db",
+            envvar="COHORTFLOW_STUDENTS_DB",
+            show_default=True,
+            help="Upstream students SQLite file (read only).",
+        ),
+        click.option(
+            "--test-runs-log",
+            type=click.Path(path_type=Path),
+            default="data/test_runs.log",
+            envvar="COHORTFLOW_TEST_RUNS_LOG",
+            show_default=True,
+            help="Upstream test-run log (read only).",
+        ),
+        click.option(
+            "--batches-url",
+            default="http://localhost:8000/batches",
+            envvar="COHORTFLOW_BATCHES_URL",
+            show_default=True,
+            help="Upstream batch API.",
+        ),
+        click.option(
+            "--warehouse",
+            default="data/warehouse.db",
+            envvar="COHORTFLOW_WAREHOUSE",
+            show_default=True,
+            help="Warehouse: a SQLite path or a postgresql:// URL.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(**values: Any) -> PipelineConfig:
+    known = PipelineConfig.__dataclass_fields__
+    return PipelineConfig(**{k: v for k, v in values.items() if k in known})
+
+
+@main.command()
+@_source_options
+@click.option(
+    "--once",
+    is_flag=True,
+    envvar="COHORTFLOW_ONCE",
+    help="Catch up to the sources' current end, then exit.",
+)
+@click.option(
+    "--on-reset",
+    type=click.Choice(["fail", "restart"]),
+    default="fail",
+    envvar="COHORTFLOW_ON_RESET",
+    show_default=True,
+    help="When a source was reset: stop with a message, or rebuild from scratch.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["embedded", "spark"]),
+    default="embedded",
+    envvar="COHORTFLOW_ENGINE",
+    show_default=True,
+    help="Which engine runs the pipeline.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def run(engine: str, quiet: bool, **options: Any) -> None:
+    """Ingest the three sources into the warehouse, exactly once."""
+    from cohortflow.engines import make_engine
+
+    config = _config(**options)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console = Console(stderr=True)
+    progress = not quiet and config.once and console.is_terminal
+    runner = make_engine(engine, config, progress=progress)
+    totals = runner.run(stop)
+    if not quiet:
+        console.print(
+            f"ingested {totals.lines} test-run lines, {totals.students} students, "
+            f"{totals.batches} batches; {totals.quarantined} quarantined"
+        )
+
+
+@main.command()
+@_source_options
+@click.option("--top", default=10, show_default=True, help="How many batches to show.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def report(top: int, fmt: str, **options: Any) -> None:
+    """Show the batches with the most students who completed 3+ lessons."""
+    from cohortflow.report import leaderboard_table, render_leaderboard
+    from cohortflow.warehouse import open_warehouse
+
+    with open_warehouse(_config(**options).warehouse) as warehouse:
+        rows = warehouse.leaderboard(top)
+    if fmt == "table":
+        Console().print(leaderboard_table(rows))
+    else:
+        click.echo(render_leaderboard(rows, fmt), nl=False)
+
+
+@main.command()
+@_source_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def status(as_json: bool, **options: Any) -> None:
+    """Show each source's cursor, lag, last commit and quarantine counts."""
+    from cohortflow.report import pipeline_status, status_tables
+    from cohortflow.warehouse import open_warehouse
+
+    config = _config(**options)
+    with open_warehouse(config.warehouse) as warehouse:
+        info = pipeline_status(warehouse, config)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    for table in status_tables(info):
+        console.print(table)
+
+
 def _load_commands() -> None:
     from cohortflow.simulator.commands import generate, reset
 
@@ -38,4 +176,6 @@ def _load_commands() -> None:
         main.add_command(command)
 
 
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _load_commands()

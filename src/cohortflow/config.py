@@ -1,0 +1,36 @@
+"""The pipeline's settings: one typed object that the CLI fills from options and env vars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+OnReset = Literal["fail", "restart"]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Where the sources and the warehouse are, and how to follow them.
+
+    Attributes:
+        poll_seconds: idle wait between looks at the log and students table.
+        batches_poll_seconds: least time between two batch API polls.
+        chunk_bytes: log bytes parsed at once (bounds memory).
+        txn_bytes: log bytes folded into one transaction during a backfill.
+        api_patience: seconds ``--once`` keeps retrying a failing batch API.
+
+    """
+
+    students_db: Path = Path("data/students.db")
+    test_runs_log: Path = Path("data/test_runs.log")
+    batches_url: str = "http://localhost:8000/batches"
+    warehouse: str = "data/warehouse.db"
+    once: bool = False
+    on_reset: OnReset = "fail"
+    poll_seconds: float = 0.05
+    batches_poll_seconds: float = 0.5
+    chunk_bytes: int = 16 << 20
+    txn_bytes: int = 256 << 20
+    http_timeout: float = 5.0
+    api_patience: float = 30.0

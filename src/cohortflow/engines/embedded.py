@@ -1,0 +1,311 @@
+"""The embedded engine: one process follows the three sources into the warehouse.
+
+Each tick reads what is new from every source, parses the log slice, and
+stages all of it with the advanced cursors in ONE warehouse transaction. The
+in-memory cursors move only after that commit, so a crash anywhere replays
+exactly the uncommitted slice. A backfill folds many log chunks into one
+transaction (bounded by ``txn_bytes``) to amortise the recompute.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cohortflow.config import PipelineConfig
+from cohortflow.console import BackfillProgress
+from cohortflow.errors import SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.parse import parse_runs, summarise_runs
+from cohortflow.sources import (
+    BatchApi,
+    BatchesCursor,
+    LogCursor,
+    StudentsCursor,
+    StudentsTable,
+    TestRunLog,
+)
+from cohortflow.sources.batches import BatchesRead
+from cohortflow.sources.students import StudentsPage
+from cohortflow.sources.test_runs import LogChunk
+from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
+
+log = logging.getLogger("cohortflow.engine")
+
+LOG_KEY = "cursor:test_runs"
+STUDENTS_KEY = "cursor:students"
+BATCHES_KEY = "cursor:batches"
+HEALTH_KEY = "health:batches"
+
+
+@dataclass(frozen=True)
+class Cursors:
+    """Where each source was read up to, as committed in the warehouse."""
+
+    log: LogCursor = field(default_factory=LogCursor)
+    students: StudentsCursor = field(default_factory=StudentsCursor)
+    batches: BatchesCursor = field(default_factory=BatchesCursor)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Cursors:
+        """Load the committed cursors (missing ones start from the beginning)."""
+        return cls(
+            LogCursor.from_json(state.get(LOG_KEY)),
+            StudentsCursor.from_json(state.get(STUDENTS_KEY)),
+            BatchesCursor.from_json(state.get(BATCHES_KEY)),
+        )
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter for a failing source."""
+
+    base: float = 0.25
+    cap: float = 10.0
+    failures: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
+
+    def ready(self, now: float) -> bool:
+        """Whether the source may be tried again."""
+        return now >= self.next_at
+
+    def failed(self, now: float, error: str) -> None:
+        """Record a failure and schedule the next try."""
+        self.failures += 1
+        self.last_error = error
+        self.next_at = now + random.uniform(0, min(self.cap, self.base * 2**self.failures))
+
+    def succeeded(self) -> None:
+        """Forget past failures."""
+        self.failures, self.next_at, self.last_error = 0, 0.0, None
+
+
+@dataclass
+class TickStats:
+    """What one tick committed."""
+
+    batches: int = 0
+    students: int = 0
+    lines: int = 0
+    log_bytes: int = 0
+    quarantined: int = 0
+    restarted: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Whether the tick found nothing new at all."""
+        return not (self.batches or self.students or self.log_bytes or self.restarted)
+
+
+@dataclass
+class _Reads:
+    """What a tick read before it opened the transaction."""
+
+    batches: BatchesRead | None = None
+    students: StudentsPage | None = None
+    chunk: LogChunk | None = None
+
+
+class EmbeddedEngine:
+    """Follow (or catch up with) the sources into the warehouse, exactly once."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        warehouse: Warehouse | None = None,
+        on_commit: Callable[[TickStats, Cursors], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.warehouse = warehouse or open_warehouse(config.warehouse)
+        self.log = TestRunLog(config.test_runs_log)
+        self.students = StudentsTable(config.students_db)
+        self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
+        self.backoff = Backoff()
+        self.on_commit = on_commit
+        self.cursors = Cursors()
+        self._batches_due = 0.0
+        self._first_failure = 0.0
+        self._health_reported: str | None = None
+
+    @classmethod
+    def build(cls, config: PipelineConfig, progress: bool = False) -> EmbeddedEngine | BackfillProgress:
+        """The engine, wrapped in a progress bar when asked."""
+        engine = cls(config)
+        return BackfillProgress(engine) if progress else engine
+
+    def open(self) -> None:
+        """Create the schema, take the writer lease and load committed cursors."""
+        self.warehouse.ensure_schema()
+        self.warehouse.acquire_writer()
+        self.cursors = Cursors.from_state(self.warehouse.state())
+
+    def close(self) -> None:
+        """Release the warehouse and the HTTP client."""
+        self.api.close()
+        self.warehouse.close()
+
+    def run(self, stop: threading.Event | None = None) -> TickStats:
+        """Run until caught up (``once``) or until ``stop`` is set; return the totals."""
+        stop = stop or threading.Event()
+        totals = TickStats()
+        self.open()
+        try:
+            while not stop.is_set():
+                stats = self._tick_guarded(stop)
+                _add(totals, stats)
+                if self.config.once and stats.empty and self._caught_up():
+                    break
+                if stats.empty:
+                    stop.wait(self.config.poll_seconds)
+        finally:
+            self.close()
+        return totals
+
+    def _caught_up(self) -> bool:
+        if self.backoff.failures == 0:
+            return True
+        if time.monotonic() - self._first_failure > self.config.api_patience:
+            msg = (
+                f"gave up waiting for the batch API after {self.config.api_patience:.0f} s: "
+                f"{self.backoff.last_error}; the other sources are ingested up to their end"
+            )
+            raise SourceUnavailable(msg)
+        return False
+
+    def _tick_guarded(self, stop: threading.Event) -> TickStats:
+        try:
+            return self.tick(stop)
+        except SourceReset as exc:
+            if self.config.on_reset != "restart":
+                raise
+            log.warning("%s; --on-reset restart: rebuilding the warehouse from scratch", exc)
+            self.warehouse.wipe()
+            self.cursors = Cursors()
+            self._batches_due = 0.0
+            return TickStats(restarted=True)
+        except WarehouseUnavailable as exc:
+            log.warning("warehouse unreachable (%s); reconnecting", exc)
+            self._reconnect(stop)
+            return TickStats(restarted=True)
+
+    def _reconnect(self, stop: threading.Event) -> None:
+        """Reopen the warehouse with backoff and reload the committed cursors."""
+        backoff = Backoff(base=0.2, cap=5.0)
+        deadline = time.monotonic() + self.config.api_patience
+        while not stop.is_set():
+            self.warehouse.close()
+            try:
+                self.open()
+                return
+            except WarehouseUnavailable as exc:
+                if self.config.once and time.monotonic() > deadline:
+                    raise
+                backoff.failed(time.monotonic(), str(exc))
+                log.warning("warehouse still unreachable: %s", exc)
+                stop.wait(max(0.05, backoff.next_at - time.monotonic()))
+
+    def tick(self, stop: threading.Event | None = None) -> TickStats:
+        """Read what is new, then commit it with the advanced cursors in one transaction."""
+        reads = _Reads(self._read_batches(), self._read_students(), self._read_log())
+        if reads.batches is None and reads.students is None and reads.chunk is None:
+            self._report_health()
+            return TickStats()
+        stats = TickStats()
+        with self.warehouse.transaction() as tx:
+            cursors = self._stage(tx, reads, stats, stop)
+        self.cursors = cursors
+        self._report_health()
+        if self.on_commit:
+            self.on_commit(stats, cursors)
+        return stats
+
+    def _stage(
+        self, tx: Transaction, reads: _Reads, stats: TickStats, stop: threading.Event | None
+    ) -> Cursors:
+        cursors = self.cursors
+        if reads.batches is not None:
+            tx.add_batches(reads.batches.batches)
+            tx.add_rejects("batches", reads.batches.rejects)
+            cursors = replace(cursors, batches=reads.batches.cursor)
+            tx.set_state(BATCHES_KEY, cursors.batches.to_json())
+            stats.batches = len(reads.batches.batches)
+        if reads.students is not None:
+            tx.add_students(reads.students.students)
+            tx.add_rejects("students", reads.students.rejects)
+            cursors = replace(cursors, students=reads.students.cursor)
+            tx.set_state(STUDENTS_KEY, cursors.students.to_json())
+            stats.students = len(reads.students.students)
+        if reads.chunk is not None:
+            cursors = replace(cursors, log=self._stage_log(tx, reads.chunk, stats, stop))
+            tx.set_state(LOG_KEY, cursors.log.to_json())
+        stats.quarantined = tx.counts.get("quarantined", 0)
+        return cursors
+
+    def _stage_log(
+        self,
+        tx: Transaction,
+        chunk: LogChunk | None,
+        stats: TickStats,
+        stop: threading.Event | None,
+    ) -> LogCursor:
+        cursor = self.cursors.log
+        while chunk is not None:
+            tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
+            tx.add_rejects(
+                "test_runs",
+                [(f"{self.log.name}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
+            )
+            cursor = chunk.cursor
+            stats.lines += chunk.lines.num_rows + len(chunk.oversized)
+            stats.log_bytes += chunk.consumed
+            if stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
+                break
+            chunk = self.log.read(cursor, self.config.chunk_bytes)
+        return cursor
+
+    def _read_log(self) -> LogChunk | None:
+        return self.log.read(self.cursors.log, self.config.chunk_bytes)
+
+    def _read_students(self) -> StudentsPage | None:
+        return self.students.read(self.cursors.students)
+
+    def _read_batches(self) -> BatchesRead | None:
+        now = time.monotonic()
+        if now < self._batches_due or not self.backoff.ready(now):
+            return None
+        self._batches_due = now + self.config.batches_poll_seconds
+        try:
+            read = self.api.read(self.cursors.batches)
+        except SourceUnavailable as exc:
+            if self.backoff.failures == 0:
+                self._first_failure = now
+            self.backoff.failed(now, str(exc))
+            log.warning("%s (retry %d)", exc, self.backoff.failures)
+            return None
+        self.backoff.succeeded()
+        if not read.batches and not read.rejects and read.cursor == self.cursors.batches:
+            return None
+        return read
+
+    def _report_health(self) -> None:
+        """Record the batch API's health for `cohortflow status` when it changes."""
+        error = self.backoff.last_error
+        if error == self._health_reported:
+            return
+        health = {"ok": error is None, "failures": self.backoff.failures, "last_error": error}
+        with self.warehouse.transaction() as tx:
+            tx.set_state(HEALTH_KEY, health)
+        self._health_reported = error
+
+
+def _add(totals: TickStats, stats: TickStats) -> None:
+    totals.batches += stats.batches
+    totals.students += stats.students
+    totals.lines += stats.lines
+    totals.log_bytes += stats.log_bytes
+    totals.quarantined += stats.quarantined

@@ -1,0 +1,153 @@
+"""The upstream students table, read by rowid through short read-only queries.
+
+Each read opens the file read-only, runs two indexed queries and closes it,
+so the upstream writer never waits on us for more than a few milliseconds.
+``AUTOINCREMENT`` ids are committed in order by the single writer, so
+"id > cursor" never skips a row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cohortflow.contract import format_timestamp, parse_timestamp
+from cohortflow.errors import SourceReset, SourceUnavailable
+from cohortflow.records import StudentRecord
+
+
+@dataclass(frozen=True)
+class StudentsCursor:
+    """The last student id read, and its created_at to recognise the same table later."""
+
+    last_id: int = 0
+    last_created_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for pipeline_state."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> StudentsCursor:
+        """Rebuild from pipeline_state (None means: from the start)."""
+        return cls(**data) if data else cls()
+
+
+@dataclass(frozen=True)
+class StudentsPage:
+    """New students, rows that break the contract, and the cursor past both."""
+
+    students: list[StudentRecord]
+    rejects: list[tuple[str, str, str]]
+    cursor: StudentsCursor
+
+
+class StudentsTable:
+    """The upstream ``students`` table in a SQLite file we only read."""
+
+    def __init__(self, path: str | Path, page_size: int = 20_000, busy_ms: int = 2000) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.page_size = page_size
+        self.busy_ms = busy_ms
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if not self.path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_ms / 1000
+            )
+        except sqlite3.Error as exc:
+            msg = f"cannot open `{self.name}`: {exc}"
+            raise SourceUnavailable(msg) from exc
+        return conn
+
+    def read(self, cursor: StudentsCursor) -> StudentsPage | None:
+        """Students with id above the cursor (one page), or None when there are none."""
+        conn = self._connect()
+        if conn is None:
+            if cursor.last_id:
+                self._reset(cursor, "the file no longer exists")
+            return None
+        try:
+            rows = self._query(conn, cursor)
+        finally:
+            conn.close()
+        if not rows:
+            return None
+        return self._page(rows)
+
+    def max_id(self) -> int:
+        """The highest student id now in the table (0 when empty or absent)."""
+        conn = self._connect()
+        if conn is None:
+            return 0
+        try:
+            row = conn.execute("SELECT max(id) FROM students").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+        return int(row[0] or 0)
+
+    def _query(self, conn: sqlite3.Connection, cursor: StudentsCursor) -> list[tuple[Any, ...]]:
+        try:
+            if cursor.last_id:
+                found = conn.execute(
+                    "SELECT created_at FROM students WHERE id = ?", (cursor.last_id,)
+                ).fetchone()
+                if found is None:
+                    self._reset(cursor, f"student {cursor.last_id} vanished")
+                if _canonical(found[0]) != cursor.last_created_at:
+                    self._reset(cursor, f"student {cursor.last_id} was rewritten")
+            return conn.execute(
+                "SELECT id, name, batch_id, created_at FROM students WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor.last_id, self.page_size),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc) and not cursor.last_id:
+                return []
+            msg = f"cannot read `{self.name}`: {exc}"
+            raise SourceUnavailable(msg) from exc
+
+    def _page(self, rows: list[tuple[Any, ...]]) -> StudentsPage:
+        students: list[StudentRecord] = []
+        rejects: list[tuple[str, str, str]] = []
+        for row in rows:
+            record, reason = _validate(row)
+            if record is None:
+                rejects.append((f"{self.name}#id={row[0]}", repr(row), reason))
+            else:
+                students.append(record)
+        last_id, last_created = rows[-1][0], _canonical(rows[-1][3])
+        return StudentsPage(students, rejects, StudentsCursor(int(last_id), last_created))
+
+    def _reset(self, cursor: StudentsCursor, what: str) -> None:
+        msg = (
+            f"`{self.name}` was reset: {what} (we had read up to id {cursor.last_id}); "
+            "rebuild the warehouse from the current sources with `cohortflow run --on-reset restart`"
+        )
+        raise SourceReset(msg)
+
+
+def _canonical(value: Any) -> str | None:
+    """A created_at in the one format we store, or None when it cannot be read."""
+    try:
+        return format_timestamp(parse_timestamp(str(value)))
+    except ValueError:
+        return None
+
+
+def _validate(row: tuple[Any, ...]) -> tuple[StudentRecord | None, str]:
+    student_id, name, batch_id, created_at = row
+    if not isinstance(name, str) or not name.strip():
+        return None, "bad_name"
+    if not isinstance(batch_id, int) or batch_id < 1:
+        return None, "bad_batch_id"
+    when = _canonical(created_at)
+    if when is None:
+        return None, "bad_created_at"
+    return StudentRecord(int(student_id), name, batch_id, when), ""

@@ -1,0 +1,159 @@
+"""The test-run log: read appended lines by newline-aligned byte offsets.
+
+The cursor names the file by device + inode and by a hash of its first bytes,
+so a file that was replaced, truncated or rewritten in place is noticed
+instead of being read from a stale offset. A half-written last line is left
+for the next read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cohortflow.errors import SourceError, SourceReset
+from cohortflow.parse import RAW_TEXT_LIMIT, split_lines
+
+HEAD_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """Where the log was read up to, and which file that offset belongs to."""
+
+    offset: int = 0
+    device: int | None = None
+    inode: int | None = None
+    head_len: int = 0
+    head_sha: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for pipeline_state."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> LogCursor:
+        """Rebuild from pipeline_state (None means: from the start)."""
+        return cls(**data) if data else cls()
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Complete lines read in one go, and the cursor just past them.
+
+    ``oversized`` holds ``(offset, head)`` of lines longer than the line limit:
+    they are quarantined whole instead of parsed.
+    """
+
+    lines: pa.RecordBatch
+    oversized: list[tuple[int, str]]
+    consumed: int
+    cursor: LogCursor
+
+
+class TestRunLog:
+    """An append-only log file read from a cursor."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    def __init__(self, path: str | os.PathLike[str], max_line_bytes: int = 1 << 20) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.max_line_bytes = max_line_bytes
+
+    def size(self) -> int:
+        """Current size of the file (0 when absent)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read(self, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        """Read complete lines after ``cursor``, at most about ``max_bytes``; None if nothing new."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            if cursor.offset > 0:
+                self._reset(cursor, "it no longer exists")
+            return None
+        except OSError as exc:
+            msg = f"cannot read `{self.name}`: {exc.strerror}"
+            raise SourceError(msg) from exc
+        try:
+            return self._read_open(fd, cursor, max_bytes)
+        finally:
+            os.close(fd)
+
+    def _read_open(self, fd: int, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        stat = os.fstat(fd)
+        self._check_identity(fd, stat, cursor)
+        available = stat.st_size - cursor.offset
+        if available <= 0:
+            return None
+        data = os.pread(fd, min(available, max_bytes), cursor.offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0 and len(data) < min(available, self.max_line_bytes):
+            data = os.pread(fd, min(available, self.max_line_bytes), cursor.offset)
+            end = data.rfind(b"\n") + 1
+        if end:
+            lines = split_lines(data[:end], cursor.offset, self.name)
+            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end))
+        if len(data) < self.max_line_bytes:
+            return None  # a half-written last line: wait for its newline
+        line_end = _find_newline(fd, cursor.offset + len(data), stat.st_size)
+        if line_end is None:
+            return None
+        head = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace")
+        consumed = line_end - cursor.offset
+        empty = split_lines(b"", cursor.offset, self.name)
+        return LogChunk(empty, [(cursor.offset, head)], consumed, self._advance(fd, stat, cursor, consumed))
+
+    def _check_identity(self, fd: int, stat: os.stat_result, cursor: LogCursor) -> None:
+        if cursor.inode is None:
+            return
+        if (stat.st_dev, stat.st_ino) != (cursor.device, cursor.inode):
+            self._reset(cursor, "it was replaced by another file")
+        if stat.st_size < cursor.offset:
+            self._reset(cursor, f"it shrank from {cursor.offset} to {stat.st_size} bytes")
+        if _head_sha(fd, cursor.head_len) != cursor.head_sha:
+            self._reset(cursor, "its first bytes changed (rewritten in place)")
+
+    def _advance(self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int) -> LogCursor:
+        offset = cursor.offset + consumed
+        head_len = min(offset, HEAD_BYTES)
+        head_sha = cursor.head_sha if head_len == cursor.head_len else _head_sha(fd, head_len)
+        return replace(
+            cursor,
+            offset=offset,
+            device=stat.st_dev,
+            inode=stat.st_ino,
+            head_len=head_len,
+            head_sha=head_sha,
+        )
+
+    def _reset(self, cursor: LogCursor, what: str) -> None:
+        msg = (
+            f"`{self.name}` was reset: {what} (we had read {cursor.offset} bytes of it); "
+            "rebuild the warehouse from the current sources with `cohortflow run --on-reset restart`"
+        )
+        raise SourceReset(msg)
+
+
+def _head_sha(fd: int, length: int) -> str:
+    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest() if length else ""
+
+
+def _find_newline(fd: int, position: int, size: int) -> int | None:
+    """Offset just past the next newline at or after ``position``, if the file has one."""
+    while position < size:
+        block = os.pread(fd, 1 << 20, position)
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return None

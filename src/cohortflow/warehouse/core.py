@@ -1,0 +1,262 @@
+"""The warehouse: one schema, one apply, any backend.
+
+A :class:`Transaction` stages what a tick read (batches, students, parsed
+runs, rejects) together with the source cursors, then recomputes only the
+touched students and batches and commits it all at once. A crash before the
+commit loses nothing: the cursors roll back with the rows they produced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Protocol
+
+from cohortflow.errors import WarehouseError
+from cohortflow.parse import RunsDelta
+from cohortflow.records import BatchRecord, StudentRecord
+from cohortflow.warehouse import schema
+from cohortflow.warehouse.dialects import Dialect
+
+
+class Backend(Protocol):
+    """How to reach one kind of database; everything else is shared."""
+
+    dialect: Dialect
+    display: str
+
+    def connect(self) -> Any:
+        """Open a DB-API connection in autocommit mode (we issue BEGIN/COMMIT)."""
+
+    def acquire_writer(self, conn: Any) -> None:
+        """Take the single-writer lease or raise WarehouseLocked."""
+
+    def release_writer(self) -> None:
+        """Give the lease back (also released by the OS if we die)."""
+
+    def wrap_error(self, exc: Exception) -> WarehouseError | None:
+        """Map a driver exception to ours, or None when it is not a driver error."""
+
+
+def utc_now() -> str:
+    """Now, as the warehouse stores our own timestamps."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Warehouse:
+    """A connection to the warehouse and the operations the pipeline and analysts need."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], str] = utc_now) -> None:
+        self.backend = backend
+        self.clock = clock
+        self._conn: Any = None
+
+    @property
+    def dialect(self) -> Dialect:
+        """The backend's SQL dialect."""
+        return self.backend.dialect
+
+    @property
+    def conn(self) -> Any:
+        """The open connection, opened on first use."""
+        if self._conn is None:
+            with self._errors():
+                self._conn = self.backend.connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection and give back the writer lease."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+        self.backend.release_writer()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            mapped = self.backend.wrap_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (dialect-rendered) and return its rows, if any."""
+        with self._errors():
+            cur = self.conn.cursor()
+            try:
+                cur.execute(_render(self.dialect, sql), params)
+                return list(cur.fetchall()) if cur.description else []
+            finally:
+                cur.close()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many parameter rows."""
+        batch = rows if isinstance(rows, list) else list(rows)
+        if not batch:
+            return
+        with self._errors():
+            cur = self.conn.cursor()
+            try:
+                cur.executemany(_render(self.dialect, sql), batch)
+            finally:
+                cur.close()
+
+    def ensure_schema(self) -> None:
+        """Create the tables and views if missing; refuse a warehouse of another version."""
+        with self.transaction() as tx:
+            for ddl in schema.TABLES:
+                tx.execute(ddl)
+            found = tx.get_state("meta:schema_version")
+            if found is None:
+                tx.set_state("meta:schema_version", schema.SCHEMA_VERSION)
+            elif found != schema.SCHEMA_VERSION:
+                msg = (
+                    f"warehouse `{self.backend.display}` has schema version {found}, this "
+                    f"cohortflow writes version {schema.SCHEMA_VERSION}: rebuild it with "
+                    "`cohortflow run --on-reset restart` or point --warehouse elsewhere"
+                )
+                raise WarehouseError(msg)
+
+    def acquire_writer(self) -> None:
+        """Become the only pipeline writing to this warehouse."""
+        with self._errors():
+            self.backend.acquire_writer(self.conn)
+
+    def state(self) -> dict[str, Any]:
+        """Every pipeline_state entry, JSON-decoded."""
+        return {key: json.loads(value) for key, value in self.execute(schema.SELECT_STATE)}
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic unit: commit on success, roll back on any error."""
+        self.execute(self.dialect.begin)
+        tx = Transaction(self)
+        try:
+            yield tx
+            tx.finish()
+            self.execute("COMMIT")
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    def _rollback_quietly(self) -> None:
+        with suppress(Exception):
+            self.execute("ROLLBACK")
+
+    def wipe(self) -> None:
+        """Delete every row the pipeline wrote (used by ``--on-reset restart``)."""
+        with self.transaction() as tx:
+            for table in schema.DATA_TABLES:
+                tx.execute(f"DELETE FROM {table}")
+            tx.set_state("meta:schema_version", schema.SCHEMA_VERSION)
+
+    def leaderboard(self, top: int) -> list[dict[str, Any]]:
+        """The top batches by students who completed at least 3 lessons."""
+        columns = (
+            *("rank", "batch_id", "name", "students_completed_3plus", "students_total"),
+            *("created_at", "updated_at"),
+        )
+        return [dict(zip(columns, row, strict=True)) for row in self.execute(schema.LEADERBOARD, (top,))]
+
+    def quarantine_counts(self) -> list[tuple[str, str, int]]:
+        """Quarantined records by source and reason."""
+        return [(s, r, int(n)) for s, r, n in self.execute(schema.QUARANTINE_COUNTS)]
+
+
+@lru_cache(maxsize=256)
+def _render(dialect: Dialect, sql: str) -> str:
+    return dialect.render(sql)
+
+
+class Transaction:
+    """Stages one tick's rows; :meth:`finish` recomputes what they touched."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.now = warehouse.clock()
+        self.counts: dict[str, int] = {}
+        for ddl in schema.TEMP_TABLES:
+            self.execute(ddl)
+        for statement in schema.CLEAR_TEMP:
+            self.execute(statement)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement inside the transaction."""
+        return self.warehouse.execute(sql, params)
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]], count_as: str | None = None) -> None:
+        self.warehouse.executemany(sql, rows)
+        if count_as:
+            self.counts[count_as] = self.counts.get(count_as, 0) + len(rows)
+
+    def add_batches(self, batches: Sequence[BatchRecord]) -> None:
+        """Stage newly served batches (idempotent by id)."""
+        self._many(
+            schema.INSERT_BATCH,
+            [(b.id, b.name, b.created_at, self.now) for b in batches],
+            "batches",
+        )
+        self._many(schema.TOUCH_BATCH, [(b.id,) for b in batches])
+
+    def add_students(self, students: Sequence[StudentRecord]) -> None:
+        """Stage new students (idempotent by id)."""
+        rows = [(s.id, s.name, s.batch_id, s.created_at) for s in students]
+        self._many(schema.INSERT_STUDENT, rows, "students")
+        self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
+
+    def add_runs(self, delta: RunsDelta) -> None:
+        """Stage what parsed test runs contribute: mappings, completions, rejects."""
+        mappings = _rows(delta.mappings, "lesson_id", "lesson_title")
+        self._many(schema.INSERT_LESSON, mappings)
+        titles = _rows(delta.title_completions, "student_id", "lesson_title")
+        self._many(schema.INSERT_PENDING, titles)
+        self._many(schema.TOUCH_TITLE, [(t,) for t in {m[1] for m in mappings} | {t[1] for t in titles}])
+        completions = _rows(delta.completions, "student_id", "lesson_id")
+        self._many(schema.INSERT_COMPLETION, completions, "completions")
+        self._many(schema.TOUCH_STUDENT, [(s,) for s in {c[0] for c in completions}])
+        rejects = [
+            (f"{file}:{offset}", raw or "", reason)
+            for file, offset, raw, reason in _rows(delta.rejects, "file", "offset", "raw", "reason")
+        ]
+        self.add_rejects("test_runs", rejects)
+        self.counts["lines"] = self.counts.get("lines", 0) + delta.lines
+
+    def add_rejects(self, source: str, rejects: Sequence[tuple[str, str, str]]) -> None:
+        """Quarantine bad records: ``(location, raw, reason)`` each."""
+        rows = [(source, loc, raw, reason, self.now) for loc, raw, reason in rejects]
+        self._many(schema.INSERT_QUARANTINE, rows, "quarantined")
+
+    def get_state(self, key: str) -> Any:
+        """Read one pipeline_state entry (JSON-decoded) as this transaction sees it."""
+        rows = self.execute(schema.SELECT_STATE_KEY, (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Write a cursor or marker; it commits with the data."""
+        self.execute(schema.UPSERT_STATE, (key, json.dumps(value, sort_keys=True), self.now))
+
+    def finish(self) -> None:
+        """Resolve late lesson titles, then recompute touched students and batches."""
+        for statement in schema.FINISH:
+            self.execute(statement)
+        self.execute(schema.RECOMPUTE_BATCHES, (self.now,))
+
+
+def _rows(table: Any, *columns: str) -> list[tuple[Any, ...]]:
+    """Arrow columns as a list of Python tuples, for executemany."""
+    if table.num_rows == 0:
+        return []
+    return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))

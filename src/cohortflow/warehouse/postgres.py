@@ -1,0 +1,79 @@
+"""The PostgreSQL backend (psycopg 3): a shared server analysts query directly.
+
+Credentials come from the URL or the standard ``PG*`` variables (libpq reads
+them); :attr:`PostgresBackend.display` and every error we raise leave them out.
+The single-writer lease is a session advisory lock: the server drops it when
+our connection dies, so a killed pipeline never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from cohortflow.errors import WarehouseError, WarehouseLocked, WarehouseUnavailable
+from cohortflow.warehouse.dialects import POSTGRES, Dialect
+
+# pg_try_advisory_lock key: "cohortfl" as a big-endian int64, unique enough per database.
+WRITER_LOCK_KEY = int.from_bytes(b"cohortfl", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def redact(url: str) -> str:
+    """The URL without its password (and without query parameters, which may hold one)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class PostgresBackend:
+    """A warehouse in a PostgreSQL database."""
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(self, url: str, connect_timeout: int = 10) -> None:
+        self.url = url
+        self.display = redact(url)
+        self.connect_timeout = connect_timeout
+        self._secret = urlsplit(url).password
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """Open an autocommit connection (the warehouse issues BEGIN/COMMIT itself)."""
+        return psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=self.connect_timeout,
+            application_name="cohortflow",
+        )
+
+    def acquire_writer(self, conn: Any) -> None:
+        """Take the session advisory lock that marks the one writing pipeline."""
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK_KEY,)).fetchone()
+        if not row[0]:
+            msg = (
+                f"another cohortflow pipeline is writing to `{self.display}` (it holds advisory lock "
+                f"{WRITER_LOCK_KEY}); stop it first, or use another --warehouse"
+            )
+            raise WarehouseLocked(msg)
+
+    def release_writer(self) -> None:
+        """Nothing to do: closing the connection releases the advisory lock."""
+
+    def wrap_error(self, exc: Exception) -> WarehouseError | None:
+        """Map psycopg errors: a lost or refused connection is transient, the rest terminal."""
+        if not isinstance(exc, psycopg.Error):
+            return None
+        text = self._scrub(str(exc).strip())
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return WarehouseUnavailable(f"warehouse `{self.display}` is unreachable: {text}")
+        return WarehouseError(f"warehouse `{self.display}`: {text}")
+
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return re.sub(r"password=\S+", "password=***", text)

@@ -1,0 +1,144 @@
+"""The warehouse schema and every statement the pipeline runs, written once.
+
+Statements use ``?`` placeholders and ``{slot}`` names that a
+:class:`~cohortflow.warehouse.dialects.Dialect` fills in. All timestamps are
+UTC text (sources' own ``YYYY-MM-DD HH:MM:SS.ffffff``; ours ISO 8601).
+
+Incremental model: a tick stages its rows and marks the students, batches and
+lesson titles it touched in temp tables; :data:`FINISH` then recomputes only
+those keys, so a tick costs O(delta), not O(history).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_VERSION: Final = "1"
+
+TABLES: Final = (
+    """CREATE TABLE IF NOT EXISTS batches (
+        id {bigint} PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        students_total {bigint} NOT NULL DEFAULT 0,
+        students_completed_3plus {bigint} NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS students (
+        id {bigint} PRIMARY KEY,
+        name TEXT NOT NULL,
+        batch_id {bigint} NOT NULL,
+        created_at TEXT NOT NULL,
+        lessons_completed {bigint} NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS students_by_batch ON students (batch_id, lessons_completed)",
+    """CREATE TABLE IF NOT EXISTS lessons (
+        id {bigint} PRIMARY KEY,
+        title TEXT NOT NULL UNIQUE
+    )""",
+    """CREATE TABLE IF NOT EXISTS lesson_completions (
+        student_id {bigint} NOT NULL,
+        lesson_id {bigint} NOT NULL,
+        PRIMARY KEY (student_id, lesson_id)
+    ) {without_rowid}""",
+    """CREATE TABLE IF NOT EXISTS pending_title_completions (
+        lesson_title TEXT NOT NULL,
+        student_id {bigint} NOT NULL,
+        PRIMARY KEY (lesson_title, student_id)
+    ) {without_rowid}""",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        id {serial_pk},
+        source TEXT NOT NULL,
+        location TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        ingested_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS quarantine_by_reason ON quarantine (source, reason)",
+    """CREATE TABLE IF NOT EXISTS pipeline_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """{create_view} batch_leaderboard AS
+    SELECT RANK() OVER (ORDER BY students_completed_3plus DESC) AS rank,
+           id AS batch_id, name, students_completed_3plus, students_total,
+           created_at, updated_at
+    FROM batches""",
+)
+
+TEMP_TABLES: Final = (
+    "{temp_table} touched_students (id {bigint} PRIMARY KEY)",
+    "{temp_table} touched_batches (id {bigint} PRIMARY KEY)",
+    "{temp_table} touched_titles (title TEXT PRIMARY KEY)",
+)
+CLEAR_TEMP: Final = (
+    "DELETE FROM touched_students",
+    "DELETE FROM touched_batches",
+    "DELETE FROM touched_titles",
+)
+DATA_TABLES: Final = (
+    "batches",
+    "students",
+    "lessons",
+    "lesson_completions",
+    "pending_title_completions",
+    "quarantine",
+    "pipeline_state",
+)
+
+INSERT_BATCH: Final = """INSERT INTO batches
+    (id, name, created_at, students_total, students_completed_3plus, updated_at)
+    VALUES (?, ?, ?, 0, 0, ?) ON CONFLICT (id) DO NOTHING"""
+INSERT_STUDENT: Final = """INSERT INTO students
+    (id, name, batch_id, created_at, lessons_completed)
+    VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING"""
+INSERT_LESSON: Final = "INSERT INTO lessons (id, title) VALUES (?, ?) ON CONFLICT DO NOTHING"
+INSERT_COMPLETION: Final = """INSERT INTO lesson_completions (student_id, lesson_id)
+    VALUES (?, ?) ON CONFLICT DO NOTHING"""
+INSERT_PENDING: Final = """INSERT INTO pending_title_completions (student_id, lesson_title)
+    VALUES (?, ?) ON CONFLICT DO NOTHING"""
+INSERT_QUARANTINE: Final = """INSERT INTO quarantine (source, location, raw, reason, ingested_at)
+    VALUES (?, ?, ?, ?, ?)"""
+TOUCH_STUDENT: Final = "INSERT INTO touched_students (id) VALUES (?) ON CONFLICT DO NOTHING"
+TOUCH_BATCH: Final = "INSERT INTO touched_batches (id) VALUES (?) ON CONFLICT DO NOTHING"
+TOUCH_TITLE: Final = "INSERT INTO touched_titles (title) VALUES (?) ON CONFLICT DO NOTHING"
+UPSERT_STATE: Final = """INSERT INTO pipeline_state (key, value, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"""
+SELECT_STATE: Final = "SELECT key, value FROM pipeline_state"
+SELECT_STATE_KEY: Final = "SELECT value FROM pipeline_state WHERE key = ?"
+
+# Run in this order at the end of every transaction. The WHERE TRUE clauses keep
+# SQLite's parser from reading ON CONFLICT as part of a join.
+_RESOLVABLE_PENDING = """FROM pending_title_completions p
+    JOIN lessons l ON l.title = p.lesson_title
+    WHERE p.lesson_title IN (SELECT title FROM touched_titles)"""
+FINISH: Final = (
+    f"""INSERT INTO touched_students (id) SELECT DISTINCT p.student_id {_RESOLVABLE_PENDING}
+    ON CONFLICT DO NOTHING""",
+    f"""INSERT INTO lesson_completions (student_id, lesson_id) SELECT p.student_id, l.id
+    {_RESOLVABLE_PENDING} ON CONFLICT DO NOTHING""",
+    """DELETE FROM pending_title_completions WHERE lesson_title IN (
+        SELECT t.title FROM touched_titles t JOIN lessons l ON l.title = t.title)""",
+    """UPDATE students SET lessons_completed = f.n
+    FROM (SELECT t.id, (SELECT count(*) FROM lesson_completions c WHERE c.student_id = t.id) AS n
+          FROM touched_students t) AS f
+    WHERE students.id = f.id AND students.lessons_completed <> f.n""",
+    """INSERT INTO touched_batches (id)
+    SELECT DISTINCT s.batch_id FROM students s JOIN touched_students t ON t.id = s.id WHERE TRUE
+    ON CONFLICT DO NOTHING""",
+)
+RECOMPUTE_BATCHES: Final = """UPDATE batches SET students_total = f.total, students_completed_3plus = f.done,
+        updated_at = ?
+    FROM (SELECT t.id,
+            (SELECT count(*) FROM students s WHERE s.batch_id = t.id) AS total,
+            (SELECT count(*) FROM students s
+             WHERE s.batch_id = t.id AND s.lessons_completed >= 3) AS done
+          FROM touched_batches t) AS f
+    WHERE batches.id = f.id
+      AND (batches.students_total <> f.total OR batches.students_completed_3plus <> f.done)"""
+
+LEADERBOARD: Final = """SELECT rank, batch_id, name, students_completed_3plus, students_total,
+    created_at, updated_at FROM batch_leaderboard ORDER BY rank, batch_id LIMIT ?"""
+QUARANTINE_COUNTS: Final = """SELECT source, reason, count(*) FROM quarantine
+    GROUP BY source, reason ORDER BY source, reason"""

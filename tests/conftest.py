@@ -1,0 +1,3 @@
+"""Shared fixtures: real PostgreSQL (tests.support.pg) and connection hygiene."""
+
+pytest_plugins = ["tests.support.pg"]

@@ -1,0 +1,179 @@
+"""A deliberately naive, independent recompute of the whole contract, for tests to compare with.
+
+Plain Python: `json.loads` line by line, dicts and sets, no shared code with
+the pipeline (only the written rules of the data contract).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_DEFECT = re.compile(r'([{,]\s*"student_id"\s*),')
+_RESULT = re.compile(r"^\s*([0-9]{1,9})\s*(?:/|\s+out\s+of\s+)\s*([0-9]{1,9})\s*$")
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+INT64_MAX = 2**63 - 1
+
+
+def _as_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value <= INT64_MAX else None
+    if isinstance(value, str) and _DIGITS.match(value):
+        return int(value)
+    return None
+
+
+_INVALID = object()
+
+
+def _first_key_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        doc.setdefault(key, value)
+    return doc
+
+
+def _loads(text: str) -> Any:
+    """json.loads, but lone surrogates (which no UTF-8 text can hold) make it invalid."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_first_key_wins)
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return _INVALID
+    return doc
+
+
+def naive_parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """One line (without its newline) -> (run, None) or (None, reason)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "invalid_utf8"
+    text = text.rstrip("\r\n")
+    if text.strip(" ") == "":
+        return None, "empty_line"
+    doc = _loads(text)
+    if doc is _INVALID:
+        doc = _loads(_DEFECT.sub(r"\1:", text))
+    if doc is _INVALID:
+        return None, "invalid_json"
+    if not isinstance(doc, dict):
+        return None, "not_an_object"
+    result = doc.get("result")
+    match = _RESULT.match(result) if isinstance(result, str) else None
+    if match is None:
+        return None, "bad_result"
+    passed, total = int(match.group(1)), int(match.group(2))
+    if passed > total:
+        return None, "passing_exceeds_total"
+    student = _as_id(doc.get("student_id"))
+    if student is None or student < 1:
+        return None, "bad_student_id"
+    lesson: int | None = None
+    if doc.get("lesson_id") is not None:
+        lesson = _as_id(doc["lesson_id"])
+        if lesson is None or lesson < 1:
+            return None, "bad_lesson_id"
+    title = doc.get("lesson_title")
+    if title is not None and (not isinstance(title, str) or title.strip(" ") == "" or "\x00" in title):
+        return None, "bad_lesson_title"
+    if lesson is None and title is None:
+        return None, "missing_lesson"
+    return {
+        "student_id": student,
+        "lesson_id": lesson,
+        "title": title,
+        "passed": passed,
+        "total": total,
+    }, None
+
+
+@dataclass
+class NaiveModel:
+    """Everything the warehouse should hold, computed from scratch."""
+
+    batches: dict[int, dict[str, Any]] = field(default_factory=dict)
+    students: dict[int, dict[str, Any]] = field(default_factory=dict)
+    lessons: dict[int, str] = field(default_factory=dict)
+    completed: dict[int, set[int]] = field(default_factory=dict)
+    rejects: dict[str, int] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Apply log lines in order (the mapping's first pair wins, by id and by title)."""
+        for raw in lines:
+            run, reason = naive_parse(raw)
+            if run is None:
+                self.rejects[reason or "?"] = self.rejects.get(reason or "?", 0) + 1
+                continue
+            self.runs.append(run)
+            lesson, title = run["lesson_id"], run["title"]
+            named = lesson is not None and title is not None
+            if named and lesson not in self.lessons and title not in self.lessons.values():
+                self.lessons[lesson] = title
+
+    def finish(self) -> None:
+        """Resolve every completed run to a lesson id."""
+        by_title = {title: lesson for lesson, title in self.lessons.items()}
+        self.completed = {}
+        for run in self.runs:
+            if run["passed"] != run["total"]:
+                continue
+            lesson = run["lesson_id"] if run["lesson_id"] is not None else by_title.get(run["title"])
+            if lesson is not None:
+                self.completed.setdefault(run["student_id"], set()).add(lesson)
+
+    def student_rows(self) -> dict[int, tuple[Any, ...]]:
+        """students table rows by id: (name, batch_id, lessons_completed)."""
+        return {
+            sid: (s["name"], s["batch_id"], len(self.completed.get(sid, ())))
+            for sid, s in self.students.items()
+        }
+
+    def batch_rows(self) -> dict[int, tuple[Any, ...]]:
+        """batches table rows by id: (name, students_total, students_completed_3plus)."""
+        rows = {}
+        for bid, b in self.batches.items():
+            members = [sid for sid, s in self.students.items() if s["batch_id"] == bid]
+            done = [sid for sid in members if len(self.completed.get(sid, ())) >= 3]
+            rows[bid] = (b["name"], len(members), len(done))
+        return rows
+
+
+def recompute(data_dir: Path, batches_url: str) -> NaiveModel:
+    """Read all three sources from scratch (whole file, whole table, every API page)."""
+    model = NaiveModel()
+    with sqlite3.connect(data_dir / "students.db") as conn:
+        for sid, name, batch_id, created_at in conn.execute(
+            "SELECT id, name, batch_id, created_at FROM students"
+        ):
+            model.students[sid] = {"name": name, "batch_id": batch_id, "created_at": created_at}
+    conn.close()
+    data = (data_dir / "test_runs.log").read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    model.add_lines(complete.split(b"\n")[:-1])
+    model.finish()
+    model.batches = {b["id"]: b for b in all_batches(batches_url)}
+    return model
+
+
+def all_batches(url: str) -> list[dict[str, Any]]:
+    """Every batch the API serves, paging naively and de-duplicating by id."""
+    seen: dict[int, dict[str, Any]] = {}
+    after: str | None = None
+    while True:
+        page = httpx.get(url, params={"after": after} if after else {}, timeout=10).json()
+        before = len(seen)
+        for item in page:
+            seen.setdefault(item["id"], item)
+        if len(page) < 100 or len(seen) == before:
+            return sorted(seen.values(), key=lambda b: b["id"])
+        after = page[-1]["created_at"].replace(" ", "T")[:23]

@@ -1,0 +1,170 @@
+"""The vectorised parse agrees with the naive reference on every line, valid or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cohortflow.parse import REASONS, parse_runs, split_lines, summarise_runs
+from tests.naive import naive_parse
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+ids = st.one_of(
+    st.integers(min_value=1, max_value=10**6),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.integers(min_value=0, max_value=10**6).map(str),
+    st.text(alphabet="0123456789 ab-+.", max_size=6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+titles = st.one_of(
+    st.none(),
+    st.sampled_from(["Fetch Lab", "Use Fetch", "O'Brien's \"lab\"", "Zoë ünïcödé", " ", ""]),
+    st.text(max_size=12),
+    st.integers(),
+)
+results = st.one_of(
+    st.builds(
+        lambda n, m, sep: f"{n}{sep}{m}",
+        st.integers(min_value=0, max_value=12),
+        st.integers(min_value=0, max_value=12),
+        st.sampled_from(["/", " out of ", " / ", "  out  of  ", "of", "-"]),
+    ),
+    st.text(max_size=8),
+    st.integers(),
+    st.none(),
+)
+documents = st.fixed_dictionaries(
+    {"result": results, "student_id": ids},
+    optional={"lesson_id": ids, "lesson_title": titles, "extra": st.text(max_size=5)},
+)
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> bytes:
+    """A log line as the sloppy upstream might write it, or worse."""
+    kind = draw(st.sampled_from(["json", "defect", "truncated", "bytes", "not_object"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=60)).replace(b"\n", b"")
+    if kind == "not_object":
+        return json.dumps(draw(st.one_of(st.lists(st.integers()), st.text(), st.integers()))).encode()
+    text = json.dumps(draw(documents), ensure_ascii=draw(st.booleans()))
+    if kind in ("defect", "truncated"):
+        text = text.replace('"student_id": ', '"student_id", ', 1)
+    if kind == "truncated":
+        text = text[: draw(st.integers(min_value=0, max_value=len(text)))]
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _parsed(raw_lines: list[bytes]) -> list[tuple[object, ...]]:
+    runs = parse_runs(split_lines(b"".join(line + b"\n" for line in raw_lines), 0, "t.log"))
+    return [
+        (r["reason"], r["student_id"], r["lesson_id"], r["lesson_title"], r["passed"], r["total"])
+        for r in runs.to_pylist()
+    ]
+
+
+def _naive(raw_lines: list[bytes]) -> list[tuple[object, ...]]:
+    out = []
+    for raw in raw_lines:
+        run, reason = naive_parse(raw)
+        if run is None:
+            out.append((reason, None, None, None, None, None))
+        else:
+            out.append((None, run["student_id"], run["lesson_id"], run["title"], run["passed"], run["total"]))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(lines(), min_size=1, max_size=30))
+def test_parse_matches_naive_reference(raw_lines: list[bytes]) -> None:
+    assert _parsed(raw_lines) == _naive(raw_lines)
+
+
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40), st.integers(0, 10**9)
+)
+def test_split_lines_keeps_offsets(raw_lines: list[bytes], base: int) -> None:
+    buf = b"".join(line + b"\n" for line in raw_lines)
+    batch = split_lines(buf, base, "f")
+    offsets = batch.column("offset").to_pylist()
+    assert [
+        buf[o - base : o - base + len(line)] for o, line in zip(offsets, raw_lines, strict=True)
+    ] == raw_lines
+    assert batch.column("line").to_pylist() == [line + b"\n" for line in raw_lines]
+
+
+def test_split_lines_refuses_a_partial_line() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        split_lines(b'{"a": 1}\n{"b"', 0, "f")
+
+
+def test_real_upstream_sample_parses_completely() -> None:
+    raw = (SAMPLES / "upstream_test_runs.log").read_bytes().split(b"\n")[:-1]
+    parsed = _parsed(raw)
+    assert parsed == _naive(raw)
+    assert all(reason is None for reason, *_ in parsed), "every real upstream line is valid once repaired"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"result": "1/1", "student_id", 3, "lesson_title": "caf\xe9"}', "invalid_utf8"),
+        (b"   ", "empty_line"),
+        (b'{"result": "1/1", "student_id", 3, "lesson_id": 2', "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'{"result": "abc", "student_id", 3, "lesson_id": 2}', "bad_result"),
+        (b'{"result": "9/5", "student_id", 3, "lesson_id": 2}', "passing_exceeds_total"),
+        (b'{"result": "1/1", "student_id", -4, "lesson_id": 2}', "bad_student_id"),
+        (
+            b'{"result": "1/1", "student_id", 100000000000000000000000000000, "lesson_id": 2}',
+            "bad_student_id",
+        ),
+        (b'{"result": "1/1", "student_id", 3, "lesson_id": "abc"}', "bad_lesson_id"),
+        (b'{"result": "1/1", "student_id", 3, "lesson_title": ""}', "bad_lesson_title"),
+        (b'{"result": "1/1", "student_id", 3}', "missing_lesson"),
+    ],
+)
+def test_each_reason(line: bytes, reason: str) -> None:
+    assert reason in REASONS
+    assert _parsed([line])[0][0] == reason
+    assert naive_parse(line)[1] == reason
+
+
+def test_quarantined_raw_keeps_undecodable_bytes_visible() -> None:
+    runs = parse_runs(split_lines(b'{"a": "\xff"}\n{"b": 1}\n', 100, "t.log"))
+    rows = runs.to_pylist()
+    assert rows[0]["raw"] == '{"a": "\\xff"}'
+    assert (rows[0]["offset"], rows[1]["offset"]) == (100, 100 + len(b'{"a": "\xff"}\n'))
+    assert rows[1]["reason"] == "bad_result"
+
+
+def test_summary_orders_mappings_by_first_sight_and_dedupes() -> None:
+    log = b"".join(
+        line + b"\n"
+        for line in [
+            b'{"result": "1/1", "student_id", 1, "lesson_id": 2, "lesson_title": "B"}',
+            b'{"result": "1/1", "student_id", 1, "lesson_id": 1, "lesson_title": "A"}',
+            b'{"result": "0/1", "student_id", 2, "lesson_id": 2, "lesson_title": "B"}',
+            b'{"result": "1 out of 1", "student_id", 1, "lesson_id": "2"}',
+            b'{"result": "3/3", "student_id", 5, "lesson_title": "C"}',
+            b'{"result": "3/3", "student_id", 5, "lesson_title": "C"}',
+        ]
+    )
+    delta = summarise_runs(parse_runs(split_lines(log, 0, "t.log")))
+    assert delta.mappings.to_pylist() == [
+        {"lesson_id": 2, "lesson_title": "B"},
+        {"lesson_id": 1, "lesson_title": "A"},
+    ]
+    assert sorted(delta.completions.to_pylist(), key=str) == sorted(
+        [{"student_id": 1, "lesson_id": 2}, {"student_id": 1, "lesson_id": 1}], key=str
+    )
+    assert delta.title_completions.to_pylist() == [{"student_id": 5, "lesson_title": "C"}]
+    assert delta.lines == 6
