@@ -322,9 +322,7 @@ class ThrowawayPostgres:
         argv += ["-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         done = self._account.run(argv, self.root, timeout=120)
         if done.returncode != 0:
-            hint = (
-                f" (is {self.root.parent} reachable by `{SERVICE_USER}`?)" if os.geteuid() else ""
-            )
+            hint = f" (can `{SERVICE_USER}` reach {self.root.parent}?)" if self._account.uid else ""
             msg = f"`initdb` failed in {self.root}{hint}: {done.stderr.strip()}"
             raise WarehouseError(msg)
         self._write_settings({**_SETTINGS, "port": str(self.port)})
