@@ -1,0 +1,1 @@
+"""The cohortflow test suite (a package so that `tests.support` is importable)."""
