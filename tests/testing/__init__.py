@@ -1,0 +1,1 @@
+"""Tests of `cohortflow.testing` and of the services the suite runs for real."""
