@@ -170,15 +170,20 @@ def _service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         pass
-    argv = ["useradd", "--system", "--user-group", "--no-create-home"]
-    argv += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVICE_USER]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    argv = [shutil.which("useradd") or "/usr/sbin/useradd", "--system", "--user-group"]
+    argv += ["--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"]
+    argv.append(SERVICE_USER)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        why = done.stderr.strip() or f"exit status {done.returncode}"
+    except OSError as exc:
+        why = str(exc)
     try:  # a parallel run may have created it first: look again either way
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         msg = (
             f"PostgreSQL cannot run as root and creating the system user `{SERVICE_USER}` "
-            f"failed: {done.stderr.strip() or done.returncode}; run the tests as a normal user"
+            f"with `useradd` failed: {why}; run the tests as a normal user"
         )
         raise ConfigError(msg) from None
 
