@@ -1,0 +1,37 @@
+"""Test helpers shared across suites: warehouse snapshots and comparisons with the naive model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cohortflow.warehouse import Warehouse
+from tests.naive import NaiveModel
+
+
+def snapshot(warehouse: Warehouse) -> dict[str, Any]:
+    """The analyst-visible content of the warehouse, in a backend-independent form."""
+    q = warehouse.execute
+    return {
+        "batches": {
+            int(r[0]): (r[1], int(r[2]), int(r[3]))
+            for r in q("SELECT id, name, students_total, students_completed_3plus FROM batches")
+        },
+        "students": {
+            int(r[0]): (r[1], int(r[2]), int(r[3]))
+            for r in q("SELECT id, name, batch_id, lessons_completed FROM students")
+        },
+        "lessons": {int(r[0]): r[1] for r in q("SELECT id, title FROM lessons")},
+        "quarantine": {
+            (s, r): int(n) for s, r, n in q("SELECT source, reason, count(*) FROM quarantine GROUP BY 1, 2")
+        },
+    }
+
+
+def expected(model: NaiveModel) -> dict[str, Any]:
+    """The naive model in the same form as :func:`snapshot` (quarantine: test_runs only)."""
+    return {
+        "batches": model.batch_rows(),
+        "students": model.student_rows(),
+        "lessons": dict(model.lessons),
+        "quarantine": {("test_runs", reason): n for reason, n in model.rejects.items()},
+    }
