@@ -106,6 +106,22 @@ def _config(**values: Any) -> PipelineConfig:
     show_default=True,
     help="Which engine runs the pipeline.",
 )
+@click.option(
+    "--chunk-bytes",
+    type=click.IntRange(min=4096),
+    default=16 << 20,
+    show_default=True,
+    envvar="COHORTFLOW_CHUNK_BYTES",
+    help="Log bytes parsed at once (bounds memory).",
+)
+@click.option(
+    "--txn-bytes",
+    type=click.IntRange(min=4096),
+    default=256 << 20,
+    show_default=True,
+    envvar="COHORTFLOW_TXN_BYTES",
+    help="Log bytes folded into one transaction in a backfill.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""

@@ -1,0 +1,188 @@
+"""The embedded engine on real processes: the simulator streams, the pipeline follows and crashes."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cohortflow.config import PipelineConfig
+from cohortflow.engines.embedded import HEALTH_KEY, EmbeddedEngine
+from cohortflow.simulator.process import SimulatorProcess
+from cohortflow.warehouse import open_warehouse
+from tests.helpers import expected, snapshot
+from tests.naive import recompute
+
+HISTORY = ("--history-batches", "130", "--history-students", "900", "--history-test-runs", "40000")
+MESSY = ("--dirty-rate", "0.02", "--unknown-student-rate", "0.05")
+
+
+def pipeline_cmd(data: Path, url: str, warehouse: str, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "cohortflow", "run", "--quiet"),
+        *("--students-db", str(data / "students.db"), "--test-runs-log", str(data / "test_runs.log")),
+        *("--batches-url", f"{url}/batches", "--warehouse", warehouse),
+        *extra,
+    ]
+
+
+def catch_up(data: Path, url: str, warehouse: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run `cohortflow run --once` to the end of the sources."""
+    return subprocess.run(
+        pipeline_cmd(data, url, warehouse, "--once", *extra),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_matches_recompute(data: Path, url: str, warehouse: str) -> None:
+    model = recompute(data, f"{url}/batches")
+    with open_warehouse(warehouse) as wh:
+        got = snapshot(wh)
+    want = expected(model)
+    assert len(want["batches"]) > 0 and len(want["students"]) > 0
+    assert got["batches"] == want["batches"]
+    assert got["students"] == want["students"]
+    assert got["lessons"] == want["lessons"]
+    got_runs = {reason: n for (source, reason), n in got["quarantine"].items() if source == "test_runs"}
+    assert got_runs == model.rejects
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "warehouse.db")
+
+
+def test_follow_a_live_stream_then_catch_up_equals_recompute(tmp_path: Path, warehouse_target: str) -> None:
+    data = tmp_path / "data"
+    with SimulatorProcess(data, "--seed", "7", "--interval-ms", "10", *HISTORY, *MESSY) as sim:
+        follower = subprocess.Popen(
+            pipeline_cmd(data, sim.url, warehouse_target), stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(6)
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+    with SimulatorProcess(data, "--no-stream", "--serve") as frozen:
+        done = catch_up(data, frozen.url, warehouse_target)
+        assert done.returncode == 0, done.stderr
+        assert_matches_recompute(data, frozen.url, warehouse_target)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_target", ["sqlite", "postgres"], indirect=True)
+def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, warehouse_target: str) -> None:
+    data = tmp_path / "data"
+    rng = random.Random(20261122)
+    small_txns = ("--chunk-bytes", "65536", "--txn-bytes", "262144")  # commit often: kills land in commits
+    killed_mid_work = 0
+    with SimulatorProcess(data, "--seed", "11", "--interval-ms", "5", *HISTORY, *MESSY) as sim:
+        for _ in range(20):
+            proc = subprocess.Popen(
+                pipeline_cmd(data, sim.url, warehouse_target, *small_txns),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.8, 2.0))
+            killed_mid_work += proc.poll() is None
+            proc.kill()
+            proc.wait()
+    assert killed_mid_work == 20, "every run must have been killed while it was still working"
+    with SimulatorProcess(data, "--no-stream", "--serve") as frozen:
+        done = catch_up(data, frozen.url, warehouse_target)
+        assert done.returncode == 0, done.stderr
+        assert_matches_recompute(data, frozen.url, warehouse_target)
+
+
+def test_reset_is_detected_and_restart_rebuilds(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    small = ("--history-batches", "12", "--history-students", "80", "--history-test-runs", "3000")
+    with SimulatorProcess(data, "--seed", "3", "--no-stream", "--serve", *small) as sim:
+        assert catch_up(data, sim.url, warehouse).returncode == 0
+    reset = subprocess.run(
+        [sys.executable, "-m", "cohortflow", "reset", "--data-dir", str(data)], check=False, timeout=60
+    )
+    assert reset.returncode == 0
+    smaller = ("--history-batches", "5", "--history-students", "30", "--history-test-runs", "1000")
+    with SimulatorProcess(data, "--seed", "4", "--no-stream", "--serve", *smaller) as sim:
+        refused = catch_up(data, sim.url, warehouse)
+        assert refused.returncode == 1
+        assert "was reset" in refused.stderr and "--on-reset restart" in refused.stderr
+        rebuilt = catch_up(data, sim.url, warehouse, "--on-reset", "restart")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert_matches_recompute(data, sim.url, warehouse)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for(condition: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    small = ("--history-batches", "20", "--history-students", "150", "--history-test-runs", "5000")
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cohortflow",
+            "generate",
+            "--data-dir",
+            str(data),
+            "--seed",
+            "5",
+            "--no-stream",
+            *small,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    port = _free_port()
+    config = PipelineConfig(
+        students_db=data / "students.db",
+        test_runs_log=data / "test_runs.log",
+        batches_url=f"http://127.0.0.1:{port}/batches",
+        warehouse=warehouse,
+        batches_poll_seconds=0.05,
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=EmbeddedEngine(config).run, args=(stop,))
+    runner.start()
+    try:
+        with open_warehouse(warehouse) as reader:
+            _wait_for(lambda: len(snapshot(reader)["students"]) == 150)
+            _wait_for(lambda: (reader.state().get(HEALTH_KEY) or {}).get("ok") is False)
+            assert snapshot(reader)["batches"] == {}
+            with SimulatorProcess(data, "--no-stream", "--serve", "--port", str(port)) as sim:
+                _wait_for(lambda: len(snapshot(reader)["batches"]) == 20)
+                _wait_for(lambda: (reader.state().get(HEALTH_KEY) or {}).get("ok") is True)
+                stop.set()
+                runner.join(30)
+                assert_matches_recompute(data, sim.url, warehouse)
+    finally:
+        stop.set()
+        runner.join(30)
