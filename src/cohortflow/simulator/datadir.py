@@ -67,9 +67,9 @@ class DataDir:
         return self.root / LOCK_FILE
 
     def generated_names(self) -> list[str]:
-        """Every file name the simulator may create here."""
+        """Every file name the simulator may create here (the ready file first)."""
         databases = [f"{base}{suffix}" for base in (STUDENTS_DB, BATCHES_DB) for suffix in SQLITE_SUFFIXES]
-        return [*databases, TEST_RUNS_LOG, READY_FILE, LOCK_FILE]
+        return [READY_FILE, *databases, TEST_RUNS_LOG, LOCK_FILE]
 
     def has_data(self) -> bool:
         """True when any source file already exists (a previous run's data)."""

@@ -260,16 +260,25 @@ class Generator:
                 log=log,
                 clock=UtcClock(_clock_floor(ledger, students)),
                 namer=BatchNamer.from_rng(self._seeds.namer),
+                still_there=self.data.ready_file.exists,
             )
-            script = StreamScript(self._seeds.stream, self._run_options(), interval_s=interval_s)
+            script = stream_script(self.options, self.summary.seed)
             state = StreamState(batches=len(ledger), students=students.max_id())
             streamer = Streamer(script, sinks, state, interval_s=interval_s)
             try:
                 streamer.run(stopping, self.options.duration_s)
             finally:
                 self.summary.stream = streamer.counts
+            if streamer.reset_under_us:
+                _say(self._err, f"cohortflow-simulator: `{self.data.root}` was reset; stopping")
         finally:
             log.close()
+
+
+def stream_script(options: GenerateOptions, seed: int) -> StreamScript:
+    """The record sequence a stream with these options and seed writes (replayable in tests)."""
+    run_options = RunOptions(unknown_rate=options.unknown_student_rate, dirty_rate=options.dirty_rate)
+    return StreamScript(_Seeds.of(seed).stream, run_options, interval_s=options.interval_ms / 1000)
 
 
 def _history_line(batches: int, students: int, runs: int, summary: Summary) -> str:
@@ -302,6 +311,12 @@ def stop_on_signals(stopping: threading.Event) -> None:
         signal.signal(signum, lambda _signum, _frame: stopping.set())
 
 
+def ignore_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on (Python would reset them to fatal at exit)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def stopped_line(summary: Summary) -> str:
     """The summary line printed on exit."""
     counts = summary.stream
@@ -316,7 +331,10 @@ def generate(options: GenerateOptions) -> Summary:
     """Run ``cohortflow generate`` in this process until done, signalled, or out of time."""
     stopping = threading.Event()
     stop_on_signals(stopping)
-    summary = Generator(options, out=sys.stdout, err=sys.stderr).run(stopping)
+    try:
+        summary = Generator(options, out=sys.stdout, err=sys.stderr).run(stopping)
+    finally:
+        ignore_signals()  # a stop request during our own exit must not kill us mid-way
     if summary.port is not None:
         _say(sys.stderr, stopped_line(summary))
     return summary

@@ -12,8 +12,10 @@ replayed record by record); `Streamer` decides *when* and writes it.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +160,8 @@ class Sinks:
     log: LogAppender
     clock: UtcClock
     namer: BatchNamer
+    still_there: Callable[[], bool] = lambda: True
+    """False once the data directory was reset under the running stream."""
 
 
 class Streamer:
@@ -169,6 +173,8 @@ class Streamer:
         self._state = state
         self._interval = interval_s
         self.counts = StreamCounts()
+        self.reset_under_us = False
+        """True when the stream ended because its data directory was reset."""
 
     def run(self, stopping: threading.Event, duration_s: float | None = None) -> StreamCounts:
         """Write interval after interval; each burst is whole before a stop is honoured."""
@@ -176,15 +182,25 @@ class Streamer:
         deadline = None if duration_s is None else started + duration_s
         next_at = started
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
-            try:
-                self._apply(self._script.tick(self.counts.intervals, self._state))
-            except StudentNotWritten:
+            if not self._step():
                 break
             self.counts.intervals += 1
             next_at = max(next_at + self._interval, time.monotonic() - self._interval)
             wake = next_at if deadline is None else min(next_at, deadline)
             stopping.wait(max(0.0, wake - time.monotonic()))
         return self.counts
+
+    def _step(self) -> bool:
+        """Write one interval; False when the stream must end (stopping, or data reset)."""
+        try:
+            self._apply(self._script.tick(self.counts.intervals, self._state))
+        except StudentNotWritten:
+            return False
+        except (sqlite3.Error, OSError):
+            if self._sinks.still_there():
+                raise
+        self.reset_under_us = not self._sinks.still_there()
+        return not self.reset_under_us
 
     def _apply(self, tick: Tick) -> None:
         sinks = self._sinks

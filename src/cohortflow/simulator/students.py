@@ -84,7 +84,7 @@ class StudentsWriter:
             cursor = self._retry(lambda: self._conn.execute(_INSERT, (name, batch_id, created_at)))
             self._retry(lambda: self._conn.execute("COMMIT"))
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         return int(cursor.lastrowid or 0)
 
@@ -95,8 +95,12 @@ class StudentsWriter:
             self._conn.executemany(_INSERT, rows)
             self._retry(lambda: self._conn.execute("COMMIT"))
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _retry(self, statement: Callable[[], T]) -> T:
         """Run ``statement`` until no lock stops it (each try waits ``busy_timeout``)."""
