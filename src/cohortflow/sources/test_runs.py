@@ -2,8 +2,10 @@
 
 The cursor names the file by device + inode and by a hash of its first bytes,
 so a file that was replaced, truncated or rewritten in place is noticed
-instead of being read from a stale offset. A half-written last line is left
-for the next read.
+instead of being read from a stale offset. (A new file that reuses the inode
+and repeats our first bytes exactly cannot be told from an append; reading on
+from the offset is then right for its content.) A half-written last line is
+left for the next read.
 """
 
 from __future__ import annotations
