@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,25 @@ def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Pa
     finally:
         stop.set()
         runner.join(30)
+
+
+def test_postgres_restarts_during_a_follow_run_are_survived(
+    tmp_path: Path, pg_server: Any, pg_url: str
+) -> None:
+    data = tmp_path / "data"
+    with SimulatorProcess(data, "--seed", "13", "--interval-ms", "10", *HISTORY, *MESSY) as sim:
+        follower = subprocess.Popen(pipeline_cmd(data, sim.url, pg_url), stderr=subprocess.PIPE, text=True)
+        for _ in range(2):
+            time.sleep(3)
+            pg_server.restart()
+        time.sleep(3)
+        assert follower.poll() is None, "the pipeline must outlive server restarts"
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+        assert "reconnecting" in err
+        assert "password" not in err.lower()
+    with SimulatorProcess(data, "--no-stream", "--serve") as frozen:
+        done = catch_up(data, frozen.url, pg_url)
+        assert done.returncode == 0, done.stderr
+        assert_matches_recompute(data, frozen.url, pg_url)
