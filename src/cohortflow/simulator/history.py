@@ -32,7 +32,7 @@ from cohortflow.simulator.names import draw_names
 from cohortflow.simulator.students import StudentsWriter
 from cohortflow.simulator.test_runs import IntArray, draw_runs, render
 
-RUN_CHUNK = 1 << 18
+RUN_CHUNK = 1 << 17
 STUDENT_CHUNK = 1 << 16
 NEWEST_BATCH_SHARE = 0.7
 """Share of new students who join the newest batch (the rest: any existing one)."""

@@ -328,11 +328,17 @@ def stopped_line(summary: Summary) -> str:
 
 
 def generate(options: GenerateOptions) -> Summary:
-    """Run ``cohortflow generate`` in this process until done, signalled, or out of time."""
+    """Run ``cohortflow generate`` as this process's main job until done, signalled, or out of time.
+
+    SIGINT/SIGTERM request a clean stop; afterwards they are ignored, so a late
+    one cannot kill the process while it exits (embed `Generator` instead to
+    keep your own signal handling).
+    """
+    generator = Generator(options, out=sys.stdout, err=sys.stderr)  # validates first
     stopping = threading.Event()
     stop_on_signals(stopping)
     try:
-        summary = Generator(options, out=sys.stdout, err=sys.stderr).run(stopping)
+        summary = generator.run(stopping)
     finally:
         ignore_signals()  # a stop request during our own exit must not kill us mid-way
     if summary.port is not None:
