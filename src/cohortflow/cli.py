@@ -185,6 +185,32 @@ def status(as_json: bool, **options: Any) -> None:
         console.print(table)
 
 
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default="data",
+    show_default=True,
+    help="Where the simulated sources live (created with a history when empty).",
+)
+@click.option(
+    "--warehouse",
+    default="data/warehouse.db",
+    envvar="COHORTFLOW_WAREHOUSE",
+    show_default=True,
+    help="Warehouse: a SQLite path or a postgresql:// URL.",
+)
+@click.option("--port", default=8000, show_default=True, help="Batch API port (0 = any free port).")
+@click.option("--interval-ms", default=500, show_default=True, help="Simulator stream interval.")
+@click.option("--top", default=10, show_default=True, help="How many batches to show.")
+@click.option("--seed", type=int, default=None, help="Simulator seed (random when absent).")
+def demo(data_dir: Path, warehouse: str, port: int, interval_ms: int, top: int, seed: int | None) -> None:
+    """Run the simulator and the pipeline, with a live leaderboard until Ctrl-C."""
+    from cohortflow.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(data_dir, warehouse, port, interval_ms, top=top, seed=seed))
+
+
 def _load_commands() -> None:
     from cohortflow.simulator.commands import generate, reset
 
