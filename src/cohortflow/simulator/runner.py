@@ -251,20 +251,14 @@ class Generator:
         _say(self._out, READY_LINE.format(port=port))
 
     def _stream(self, ledger: BatchLedger, students: StudentsWriter, stopping: threading.Event) -> None:
-        interval_s = self.options.interval_ms / 1000
         log = LogAppender(self.data.test_runs_log)
         try:
-            sinks = Sinks(
-                ledger=ledger,
-                students=students,
-                log=log,
-                clock=UtcClock(_clock_floor(ledger, students)),
-                namer=BatchNamer.from_rng(self._seeds.namer),
-                still_there=self.data.ready_file.exists,
+            streamer = Streamer(
+                stream_script(self.options, self.summary.seed),
+                self._sinks(ledger, students, log),
+                StreamState(batches=len(ledger), students=students.max_id()),
+                interval_s=self.options.interval_ms / 1000,
             )
-            script = stream_script(self.options, self.summary.seed)
-            state = StreamState(batches=len(ledger), students=students.max_id())
-            streamer = Streamer(script, sinks, state, interval_s=interval_s)
             try:
                 streamer.run(stopping, self.options.duration_s)
             finally:
@@ -273,6 +267,16 @@ class Generator:
                 _say(self._err, f"cohortflow-simulator: `{self.data.root}` was reset; stopping")
         finally:
             log.close()
+
+    def _sinks(self, ledger: BatchLedger, students: StudentsWriter, log: LogAppender) -> Sinks:
+        return Sinks(
+            ledger=ledger,
+            students=students,
+            log=log,
+            clock=UtcClock(_clock_floor(ledger, students)),
+            namer=BatchNamer.from_rng(self._seeds.namer),
+            still_there=self.data.ready_file.exists,
+        )
 
 
 def stream_script(options: GenerateOptions, seed: int) -> StreamScript:
