@@ -108,3 +108,14 @@ def test_history_only_exits_through_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "history batches=3 students=0 test_runs=10" in done.stderr
     assert len((tmp_path / "test_runs.log").read_bytes().splitlines()) == 10
+
+
+def test_history_log_has_the_upstream_mix(tmp_path: Path) -> None:
+    write_history(tmp_path, seed=8, history_batches=5, history_students=200, history_test_runs=50_000)
+    shapes = [shape(line) for line in (tmp_path / "test_runs.log").read_bytes().splitlines()]
+    n = len(shapes)
+    assert abs(sum(s.lesson == "both" for s in shapes) / n - 0.49) < 0.015
+    assert abs(sum(s.lesson == "id" for s in shapes) / n - 0.31) < 0.015
+    assert abs(sum(s.lesson == "title" for s in shapes) / n - 0.20) < 0.015
+    assert abs(sum(s.out_of for s in shapes) / n - 0.50) < 0.015
+    assert 0.02 < sum(not s.colon for s in shapes) / n - 0.95 < 0.04  # the comma defect: ~97 %

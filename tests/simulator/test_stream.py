@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from cohortflow.simulator.catalogue import LESSONS
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.simulator.runner import GenerateOptions, stream_script
 from cohortflow.simulator.stream import StreamState
@@ -21,7 +23,7 @@ from tests.simulator.conftest import (
     students,
     wait_for,
 )
-from tests.simulator.lines import shape
+from tests.simulator.lines import classify, shape
 
 Start = Callable[..., SimulatorProcess]
 FAST = ("--interval-ms", "10")
@@ -160,3 +162,18 @@ def test_a_second_generator_on_the_same_directory_is_refused(simulator: Start) -
     with pytest.raises(Exception, match="already running"):
         second.start()
     assert os.path.exists(sim.data_dir / ".simulator.json")
+
+
+def test_live_stream_mixes_dirty_lines_and_unknown_students(simulator: Start) -> None:
+    sim = simulator("--seed", "12", *FAST, "--dirty-rate", "0.3", "--unknown-student-rate", "0.2")
+    log_path = sim.data_dir / "test_runs.log"
+    wait_for(lambda: log_path.exists() and log_path.read_bytes().count(b"\n") >= 400)
+    assert sim.stop() == 0
+    catalogue = {lesson.id: (lesson.title, lesson.tests) for lesson in LESSONS}
+    lines = log_path.read_bytes().splitlines(keepends=True)
+    kinds = Counter(classify(line, catalogue) for line in lines)
+    assert 0.2 < 1 - kinds["clean"] / len(lines) < 0.4
+    assert len(kinds) >= 7
+    last_id = len(students(sim.data_dir))
+    clean_ids = [shape(line).student_id for line in lines if classify(line, catalogue) == "clean"]
+    assert max(clean_ids) <= last_id + 4
