@@ -6,8 +6,8 @@ Full: 10M test-run lines + 200k students + 10k batches (target: under 30 s
 on 2 cores). ``--quick``: 1M lines + 20k students + 1k batches. It runs the
 real ``cohortflow generate --no-stream`` in a child process (so the peak RSS
 is the generator's own), then, as the baseline measured in the same run,
-writes the same number of bytes in the same chunk size to the same
-filesystem and fsyncs neither. The ratio says how far generation is from
+writes the same number of bytes in 64 MiB writes to the same filesystem
+(neither side fsyncs the log). The ratio says how far generation is from
 "just writing the file".
 """
 
