@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from cohortflow.config import PipelineConfig
 from cohortflow.engines.embedded import HEALTH_KEY, EmbeddedEngine
+from cohortflow.errors import WarehouseError
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 from tests.helpers import expected, snapshot
@@ -126,16 +128,35 @@ def test_reset_is_detected_and_restart_rebuilds(tmp_path: Path) -> None:
         assert_matches_recompute(data, sim.url, warehouse)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class _EngineThread(threading.Thread):
+    """Run an engine in the background and keep its exception for the test to see."""
+
+    def __init__(self, engine: EmbeddedEngine) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.stop, self.error = engine, threading.Event(), None
+
+    def run(self) -> None:
+        try:
+            self.engine.run(self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(30)
+        assert self.error is None, self.error
 
 
-def _wait_for(condition: object, timeout: float = 60.0) -> None:
+def _wait_for(condition: Callable[[], bool], runner: _EngineThread, timeout: float = 60.0) -> None:
+    """Poll until the condition holds; a warehouse without its schema yet counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while True:
+        assert runner.is_alive() or runner.error is None, runner.error
+        try:
+            if condition():
+                return
+        except WarehouseError:
+            pass
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
 
@@ -162,7 +183,11 @@ def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Pa
         timeout=120,
     )
     assert made.returncode == 0, made.stderr
-    port = _free_port()
+    # A bound socket that never listens refuses connections: the API is down, and no other
+    # process can take the port before the simulator does.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
     config = PipelineConfig(
         students_db=data / "students.db",
         test_runs_log=data / "test_runs.log",
@@ -170,23 +195,26 @@ def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Pa
         warehouse=warehouse,
         batches_poll_seconds=0.05,
     )
-    stop = threading.Event()
-    runner = threading.Thread(target=EmbeddedEngine(config).run, args=(stop,))
+    runner = _EngineThread(EmbeddedEngine(config))
     runner.start()
     try:
         with open_warehouse(warehouse) as reader:
-            _wait_for(lambda: len(snapshot(reader)["students"]) == 150)
-            _wait_for(lambda: (reader.state().get(HEALTH_KEY) or {}).get("ok") is False)
+
+            def health() -> object:
+                return (reader.state().get(HEALTH_KEY) or {}).get("ok")
+
+            _wait_for(lambda: len(snapshot(reader)["students"]) == 150, runner)
+            _wait_for(lambda: health() is False, runner)
             assert snapshot(reader)["batches"] == {}
+            holder.close()
             with SimulatorProcess(data, "--no-stream", "--serve", "--port", str(port)) as sim:
-                _wait_for(lambda: len(snapshot(reader)["batches"]) == 20)
-                _wait_for(lambda: (reader.state().get(HEALTH_KEY) or {}).get("ok") is True)
-                stop.set()
-                runner.join(30)
+                _wait_for(lambda: len(snapshot(reader)["batches"]) == 20, runner)
+                _wait_for(lambda: health() is True, runner)
+                runner.finish()
                 assert_matches_recompute(data, sim.url, warehouse)
     finally:
-        stop.set()
-        runner.join(30)
+        holder.close()
+        runner.finish()
 
 
 def test_postgres_restarts_during_a_follow_run_are_survived(
