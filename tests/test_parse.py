@@ -168,3 +168,27 @@ def test_summary_orders_mappings_by_first_sight_and_dedupes() -> None:
     )
     assert delta.title_completions.to_pylist() == [{"student_id": 5, "lesson_title": "C"}]
     assert delta.lines == 6
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"result": "1/1", "student_id", 012, "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", "12, "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", 12", "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", 0, "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", 7, "lesson_id": 00}',
+        b'{"result": "1/1", "student_id", 7, "lesson_id": "007"}',
+        b'{"result": "1/1", "student_id", 7, "lesson_title": "a\\"b"}',
+        b'{"result": "1/1", "student_id", 7, "lesson_title": "tab\there"}',
+        b'{"result": "1/1", "student_id", 7, "lesson_title": "\\u00e9t\\u00e9"}',
+        b'{"result": "1/1", "student_id", 7, "lesson_title": "   "}',
+        b'{"result": "01/1", "student_id", 7, "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", 1234567890123456789, "lesson_id": 1}',
+        b'{"result": "1/1", "student_id", 7, "lesson_id": 1, "lesson_title": "A"}\r',
+        b'{"result": "1/1", "student_id": 7, "lesson_id": 1}}',
+    ],
+)
+def test_canonical_look_alikes_agree_with_the_reference(line: bytes) -> None:
+    """Lines one character away from the upstream's shape must not slip through its fast path."""
+    assert _parsed([line]) == _naive([line])

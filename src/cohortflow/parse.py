@@ -63,34 +63,52 @@ _ID = """CASE json_type({v})
                              THEN CAST({v} ->> '$' AS BIGINT) END
 END"""
 
+# The upstream's own shape, which almost every line has. A line that matches it whole is
+# valid JSON whose values read exactly as written (no escapes, no leading zeros), so its
+# fields come from this one regex; every other line goes through the JSON parser.
+_CANONICAL = (
+    r'^\{"result": "([0-9]{1,9})(?:/| out of )([0-9]{1,9})", '
+    r'"student_id"[:,] (?:"([0-9]{1,18})"|(0|[1-9][0-9]{0,17}))'
+    r'(?:, "lesson_id": (?:"([0-9]{1,18})"|(0|[1-9][0-9]{0,17})))?'
+    r'(?:, "lesson_title": "([^"\\\x00-\x1f]+)")?\}$'
+)
+_CANONICAL_GROUPS = "['n', 'm', 'sq', 'sn', 'lq', 'ln', 'title']"
+
 _PARSE_SQL: Final = rf"""
 WITH stripped AS (
     SELECT file, "offset", rtrim(CAST(line AS VARCHAR), chr(10) || chr(13)) AS line, bad_utf8
     FROM raw_lines
+), canonical AS (
+    SELECT *, regexp_extract(line, '{_CANONICAL}', {_CANONICAL_GROUPS}) AS f FROM stripped
 ), repaired AS (
-    SELECT file, "offset", line, bad_utf8,
-           CASE WHEN json_valid(line) THEN line
+    SELECT *, f.n <> '' AS canon,
+           CASE WHEN f.n <> '' THEN NULL
+                WHEN json_valid(line) THEN line
                 ELSE regexp_replace(line, '([{{,]\s*"student_id"\s*),', '\1:') END AS doc
-    FROM stripped
+    FROM canonical
 ), checked AS (
-    SELECT *, json_valid(doc) AS is_json FROM repaired
+    SELECT *, canon OR coalesce(json_valid(doc), false) AS is_json FROM repaired
 ), fields AS (
     SELECT *,
-        CASE WHEN is_json THEN json_type(doc) END AS doc_type,
-        CASE WHEN is_json THEN json_extract(doc,
+        CASE WHEN canon THEN 'OBJECT' WHEN is_json THEN json_type(doc) END AS doc_type,
+        CASE WHEN is_json AND NOT canon THEN json_extract(doc,
             ['$.result', '$.student_id', '$.lesson_id', '$.lesson_title']) END AS v
     FROM checked
 ), typed AS (
     SELECT *,
-        regexp_extract(CASE WHEN json_type(v[1]) = 'VARCHAR' THEN v[1] ->> '$' END,
-            '^\s*([0-9]{{1,9}})\s*(?:/|\s+out\s+of\s+)\s*([0-9]{{1,9}})\s*$',
-            ['n', 'm']) AS nm,
-        {_ID.format(v="v[2]")} AS sid,
-        CASE WHEN coalesce(json_type(v[3]), 'NULL') = 'NULL' THEN NULL
+        CASE WHEN canon THEN {{'n': f.n, 'm': f.m}}
+             ELSE regexp_extract(CASE WHEN json_type(v[1]) = 'VARCHAR' THEN v[1] ->> '$' END,
+                '^\s*([0-9]{{1,9}})\s*(?:/|\s+out\s+of\s+)\s*([0-9]{{1,9}})\s*$',
+                ['n', 'm']) END AS nm,
+        CASE WHEN canon THEN CAST(f.sq || f.sn AS BIGINT) ELSE {_ID.format(v="v[2]")} END AS sid,
+        CASE WHEN canon THEN CAST(nullif(f.lq || f.ln, '') AS BIGINT)
+             WHEN coalesce(json_type(v[3]), 'NULL') = 'NULL' THEN NULL
              ELSE coalesce(({_ID.format(v="v[3]")}), -1) END AS lid,
-        CASE WHEN coalesce(json_type(v[4]), 'NULL') = 'NULL' THEN NULL
+        CASE WHEN canon THEN nullif(f.title, '')
+             WHEN coalesce(json_type(v[4]), 'NULL') = 'NULL' THEN NULL
              WHEN json_type(v[4]) = 'VARCHAR' THEN v[4] ->> '$' END AS title,
-        coalesce(json_type(v[4]), 'NULL') <> 'NULL' AS has_title
+        CASE WHEN canon THEN f.title <> ''
+             ELSE coalesce(json_type(v[4]), 'NULL') <> 'NULL' END AS has_title
     FROM fields
 ), judged AS (
     SELECT *, CASE
