@@ -165,12 +165,18 @@ def split_lines(buf: bytes, base_offset: int, file: str) -> pa.RecordBatch:
         pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
     )
     files = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(count, dtype=np.int32)), pa.array([file], type=pa.string())
+        _from_numpy(np.zeros(count, dtype=np.int32), pa.int32()), pa.array([file], type=pa.string())
     )
     return pa.RecordBatch.from_arrays(
-        [files.cast(pa.string()), pa.array(offsets[:-1] + base_offset), lines],
+        [files.cast(pa.string()), _from_numpy(offsets[:-1] + base_offset, pa.int64()), lines],
         schema=RAW_SCHEMA,
     )
+
+
+def _from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """Wrap a numpy buffer as an Arrow array (pa.array on numpy would import pandas)."""
+    data = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
 def _invalid_utf8(lines: pa.LargeBinaryArray) -> np.ndarray:
@@ -198,17 +204,16 @@ def _as_raw(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     lines = table.column("line").combine_chunks()
     try:
         text = lines.cast(pa.large_string())
-        bad = np.zeros(len(lines), dtype=bool)
+        bad_flags = pa.repeat(pa.scalar(False), len(lines))
     except pa.ArrowInvalid:
-        bad = _invalid_utf8(lines)
-        cleaned = pc.if_else(pa.array(bad), pa.scalar(b"", pa.large_binary()), lines)
-        text = cleaned.cast(pa.large_string())
+        bad_flags = pa.array(_invalid_utf8(lines).tolist(), type=pa.bool_())
+        text = pc.if_else(bad_flags, pa.scalar(b"", pa.large_binary()), lines).cast(pa.large_string())
     return pa.table(
         {
             "file": table.column("file"),
             "offset": table.column("offset"),
             "line": text,
-            "bad_utf8": pa.array(bad),
+            "bad_utf8": bad_flags,
         }
     )
 
@@ -228,11 +233,12 @@ def parse_runs(batch: pa.RecordBatch | pa.Table) -> pa.Table:
 
 def _restore_raw_bytes(runs: pa.Table, batch: pa.RecordBatch | pa.Table, raw: pa.Table) -> pa.Table:
     """Put an escaped copy of undecodable lines into ``raw`` (DuckDB only saw blanks)."""
-    bad = raw.column("bad_utf8").to_numpy()
-    if not bad.any():
+    flags = raw.column("bad_utf8")
+    if not pc.any(flags).as_py():
         return runs
+    bad = np.asarray(flags.to_pylist(), dtype=bool)
     source = pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch
-    offsets = source.column("offset").to_numpy()
+    offsets = source.column("offset").to_pylist()
     lines = source.column("line").to_pylist()
     escaped = {
         int(offsets[i]): lines[i]
