@@ -77,6 +77,12 @@ class BatchApi:
         """Close the HTTP client."""
         self.client.close()
 
+    def __enter__(self) -> BatchApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def read(self, cursor: BatchesCursor) -> BatchesRead:
         """Every batch after the cursor, following pages."""
         batches: list[BatchRecord] = []

@@ -34,8 +34,8 @@ class Backend(Protocol):
     def acquire_writer(self, conn: Any) -> None:
         """Take the single-writer lease or raise WarehouseLocked."""
 
-    def release_writer(self) -> None:
-        """Give the lease back (also released by the OS if we die)."""
+    def release_writer(self, conn: Any) -> None:
+        """Give the lease back (the OS or the server also drops it if we die)."""
 
     def wrap_error(self, exc: Exception) -> WarehouseError | None:
         """Map a driver exception to ours, or None when it is not a driver error."""
@@ -69,12 +69,13 @@ class Warehouse:
 
     def close(self) -> None:
         """Close the connection and give back the writer lease."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-        self.backend.release_writer()
+        conn, self._conn = self._conn, None
+        try:
+            with suppress(Exception):  # a dead connection has lost its lease already
+                self.backend.release_writer(conn)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def __enter__(self) -> Warehouse:
         return self

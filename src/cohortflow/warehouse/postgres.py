@@ -41,6 +41,7 @@ class PostgresBackend:
         self.display = redact(url)
         self.connect_timeout = connect_timeout
         self._secret = urlsplit(url).password
+        self._holding = False
 
     def connect(self) -> psycopg.Connection[Any]:
         """Open an autocommit connection (the warehouse issues BEGIN/COMMIT itself)."""
@@ -60,9 +61,13 @@ class PostgresBackend:
                 f"{WRITER_LOCK_KEY}); stop it first, or use another --warehouse"
             )
             raise WarehouseLocked(msg)
+        self._holding = True
 
-    def release_writer(self) -> None:
-        """Nothing to do: closing the connection releases the advisory lock."""
+    def release_writer(self, conn: Any) -> None:
+        """Unlock now rather than when the server notices the closed connection."""
+        if self._holding and conn is not None:
+            self._holding = False
+            conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK_KEY,))
 
     def wrap_error(self, exc: Exception) -> WarehouseError | None:
         """Map psycopg errors: a lost or refused connection is transient, the rest terminal."""

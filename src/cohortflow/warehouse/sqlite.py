@@ -56,7 +56,7 @@ class SQLiteBackend:
         handle.flush()
         self._lock_file = handle
 
-    def release_writer(self) -> None:
+    def release_writer(self, conn: Any) -> None:
         """Release the flock."""
         if self._lock_file is not None:
             self._lock_file.close()
