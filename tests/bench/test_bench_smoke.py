@@ -1,0 +1,112 @@
+"""The benchmark suite must not rot: its contract checks, then the whole suite at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cohortflow.errors import ConfigError
+from cohortflow.testing.pgserver import find_binaries
+from tests.naive import NaiveModel, naive_parse
+from tests.support import in_ci
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import floor  # noqa: E402
+import naive_baseline  # noqa: E402
+
+TRICKY = [
+    b'{"result": "3/3", "student_id", 1, "lesson_title": "Late Title"}',
+    b'{"result": "2/5", "student_id": 2, "lesson_id": 9, "lesson_title": "Late Title"}',
+    b'{"result": "5 out of 5", "student_id", "3", "lesson_id": "4"}',
+    b'{"result": "6/5", "student_id", 3, "lesson_id": 5}',
+    b'{"result": "1/1", "student_id", 3, "lesson_id": "abc", "lesson_title": "X"}',
+    b'{"result": "1/1", "student_id", 3, "lesson_id": 4, "lesson_title": "Other"}',
+    b'{"result": "1/1", "student_id", 3, "lesson_id": 8, "lesson_title": "Other"}',
+    b'{"result": "1/1", "student_id", 4, "lesson_id": 4, "lesson_title": "Third"}',
+    b'{"result": "1/1", "student_id", 4, "lesson_title": "Third"}',
+    b'{"result": "1/1", "student_id", 4, "lesson_title": "Other"}',
+    b'{"result": "1/1", "student_id", 0, "lesson_id": 4}',
+    b'{"result": "1/1", "student_id", -3, "lesson_id": 4}',
+    b'{"result": "1/1", "student_id", 1000000000000000000000000000000, "lesson_id": 4}',
+    b'{"result": "abc", "student_id", 5, "lesson_id": 4}',
+    b'{"result": "2/2", "student_id", 5, "lesson_id": null, "lesson_title": "Other"}',
+    b'{"result": "2/2", "student_id", 5, "lesson_id": 6, "lesson_title": null}',
+    b'{"result": "2/2", "student_id", 5, "lesson_id": 7, "lesson_title": "  "}',
+    b'{"result": "2/2", "student_id", 5}',
+    b'{"result": "2/2", "student_id", 5, "lesson_id": 1.0}',
+    b'{"result": " 3 out of 3 ", "student_id", 6, "lesson_id": 1}',
+    b'{"result": "3/3", "student_id": 6, "lesson_id": true}',
+    b'{"result": "3/3", "student_id", 6, "lesson_id": 2',
+    b'{"result": "3/3", "student_id", 6, "lesson_title": "Fetch \xff\xfe Lab"}',
+    b"[1, 2]",
+    b"",
+    b'{"result": "3/3", "student_id", 6, "lesson_id": 3}',
+    b'{"result": "0/0", "student_id", 7, "lesson_id": "10"}',
+    b'{"result": "1/1", "student_id", "7", "lesson_id": 11, "lesson_title": "Late Title"}',
+    b'{"result": "1/1", "student_id", 7, "lesson_id": 12}',
+]
+
+
+def test_floor_counts_lessons_like_the_naive_reference(tmp_path: Path) -> None:
+    log = tmp_path / "test_runs.log"
+    log.write_bytes(b"\n".join(TRICKY) + b'\n{"result": "3/3", "student_id", 7, "lesson_id": 13')
+    model = NaiveModel()
+    model.add_lines(TRICKY)
+    model.finish()
+    want = {sid: len(lessons) for sid, lessons in model.completed.items()}
+    assert want == {1: 1, 3: 2, 4: 1, 5: 2, 6: 2, 7: 3}
+    assert floor.lessons_per_student(log) == want
+
+
+def test_naive_baseline_judges_lines_like_the_naive_reference() -> None:
+    for line in TRICKY:
+        run, _ = naive_parse(line)
+        got = naive_baseline.parse(line + b"\n")
+        assert (got is None) == (run is None), line
+        if run is not None and got is not None:
+            assert got == (run["student_id"], run["lesson_id"], run["title"], run["passed"] == run["total"])
+
+
+def _postgres_args() -> list[str]:
+    try:
+        find_binaries()
+    except ConfigError:
+        if in_ci():
+            raise
+        return ["--no-postgres"]
+    return []
+
+
+@pytest.mark.timeout(240)
+def test_the_whole_suite_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    tiny = ["--lines", "20000", "--students", "2000", "--batches", "100", "--samples", "5", "--repeats", "1"]
+    done = subprocess.run(
+        [
+            str(ROOT / "bench" / "run"),
+            "--quick",
+            *tiny,
+            *_postgres_args(),
+            "--no-docs",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=230,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "results-quick.json").read_text())["results"]
+    workloads = " ".join(r["workload"] for r in results)
+    for name in ("Backfill 20k", "Tick", "Freshness at 100x", "Idle CPU", "Writer"):
+        assert name in workloads
+    assert not [r for r in results if r["status"] == "**FAILED**"]
+    assert not list(tmp_path.glob("run-quick-*")), "the scratch directory must be cleaned up"
