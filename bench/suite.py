@@ -48,6 +48,7 @@ class Plan:
     tick_small: Sizes
     fresh_history: Sizes
     repeats: int
+    large_repeats: int
     tick_rounds: int
     samples: int
     idle_s: float
@@ -75,6 +76,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         tick_small=Sizes(small_lines, students, batches),
         fresh_history=fresh,
         repeats=args.repeats or (2 if args.quick else 3),
+        large_repeats=args.repeats or 2,
         tick_rounds=7 if args.quick else 11,
         samples=args.samples or (25 if args.quick else 80),
         idle_s=5.0 if args.quick else 10.0,
@@ -127,7 +129,7 @@ def run_backfill(run: Run) -> None:
             run.dataset(sizes),
             run.scratch,
             sizes,
-            repeats=run.plan.repeats,
+            repeats=run.plan.large_repeats if is_large else run.plan.repeats,
             naive=run.plan.naive_large if is_large else "run",
             postgres=run.plan.postgres and not is_large,
             spark=not is_large,
