@@ -32,7 +32,7 @@ def make_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], 
 
 @pytest.fixture
 def warehouse(make_target: Callable[[], str]) -> Iterator[Warehouse]:
-    with open_warehouse(make_target()) as wh:
+    with open_warehouse(make_target(), writer=True) as wh:
         wh.ensure_schema()
         yield wh
 
@@ -167,7 +167,7 @@ def test_failed_transaction_leaves_nothing_behind(warehouse: Warehouse) -> None:
 
 def test_second_writer_is_refused(make_target: Callable[[], str]) -> None:
     target = make_target()
-    with open_warehouse(target) as first, open_warehouse(target) as second:
+    with open_warehouse(target, writer=True) as first, open_warehouse(target, writer=True) as second:
         first.ensure_schema()
         first.acquire_writer()
         with pytest.raises(WarehouseLocked, match="another cohortflow pipeline"):

@@ -121,7 +121,7 @@ class EmbeddedEngine:
         on_commit: Callable[[TickStats, Cursors], None] | None = None,
     ) -> None:
         self.config = config
-        self.warehouse = warehouse or open_warehouse(config.warehouse)
+        self.warehouse = warehouse or open_warehouse(config.warehouse, writer=True)
         self.log = TestRunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
@@ -153,7 +153,7 @@ class EmbeddedEngine:
         """Run until caught up (``once``) or until ``stop`` is set; return the totals."""
         stop = stop or threading.Event()
         totals = TickStats()
-        self.open()
+        self._reconnect(stop)
         try:
             while not stop.is_set():
                 stats = self._tick_guarded(stop)
@@ -194,7 +194,7 @@ class EmbeddedEngine:
             return TickStats(restarted=True)
 
     def _reconnect(self, stop: threading.Event) -> None:
-        """Reopen the warehouse with backoff and reload the committed cursors."""
+        """(Re)open the warehouse with backoff and load the committed cursors."""
         backoff = Backoff(base=0.2, cap=5.0)
         deadline = time.monotonic() + self.config.api_patience
         while not stop.is_set():

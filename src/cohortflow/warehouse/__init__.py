@@ -29,15 +29,18 @@ BACKENDS: dict[str, Callable[[str], Backend]] = {
 }
 
 
-def open_warehouse(target: str) -> Warehouse:
-    """Open the warehouse at a file path, ``sqlite:///path`` or ``postgresql://`` URL."""
+def open_warehouse(target: str, writer: bool = False) -> Warehouse:
+    """Open the warehouse at a file path, ``sqlite:///path`` or ``postgresql://`` URL.
+
+    Readers (reports, analysts) leave the database as they find it; the pipeline is the writer.
+    """
     for prefix, make in BACKENDS.items():
         if target.startswith(prefix):
-            return Warehouse(make(target))
+            return Warehouse(make(target), writer)
     if "://" in target:
         msg = f"--warehouse {target.split('://', maxsplit=1)[0]}://… is not supported: use a file path or postgresql://"
         raise ConfigError(msg)
-    return Warehouse(SQLiteBackend(target))
+    return Warehouse(SQLiteBackend(target), writer)
 
 
 __all__ = ["BACKENDS", "Backend", "Transaction", "Warehouse", "open_warehouse"]

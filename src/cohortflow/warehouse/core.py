@@ -28,8 +28,11 @@ class Backend(Protocol):
     dialect: Dialect
     display: str
 
-    def connect(self) -> Any:
-        """Open a DB-API connection in autocommit mode (we issue BEGIN/COMMIT)."""
+    def connect(self, writer: bool) -> Any:
+        """Open a DB-API connection in autocommit mode (we issue BEGIN/COMMIT).
+
+        A reader must not create the warehouse nor change its settings.
+        """
 
     def acquire_writer(self, conn: Any) -> None:
         """Take the single-writer lease or raise WarehouseLocked."""
@@ -49,8 +52,9 @@ def utc_now() -> str:
 class Warehouse:
     """A connection to the warehouse and the operations the pipeline and analysts need."""
 
-    def __init__(self, backend: Backend, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(self, backend: Backend, writer: bool = False, clock: Callable[[], str] = utc_now) -> None:
         self.backend = backend
+        self.writer = writer
         self.clock = clock
         self._conn: Any = None
 
@@ -64,7 +68,7 @@ class Warehouse:
         """The open connection, opened on first use."""
         if self._conn is None:
             with self._errors():
-                self._conn = self.backend.connect()
+                self._conn = self.backend.connect(self.writer)
         return self._conn
 
     def close(self) -> None:

@@ -43,7 +43,7 @@ class PostgresBackend:
         self._secret = urlsplit(url).password
         self._holding = False
 
-    def connect(self) -> psycopg.Connection[Any]:
+    def connect(self, writer: bool) -> psycopg.Connection[Any]:
         """Open an autocommit connection (the warehouse issues BEGIN/COMMIT itself)."""
         return psycopg.connect(
             self.url,

@@ -22,13 +22,18 @@ class SQLiteBackend:
         self.display = str(self.path)
         self._lock_file: IO[str] | None = None
 
-    def connect(self) -> sqlite3.Connection:
-        """Open the file in autocommit mode, WAL journal, NORMAL sync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def connect(self, writer: bool) -> sqlite3.Connection:
+        """Open the file in autocommit mode; the writer sets WAL journal and NORMAL sync."""
+        if writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            msg = f"there is no warehouse at `{self.display}` yet: run `cohortflow run` first"
+            raise WarehouseError(msg)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a crash of the process never loses a commit; only power loss might.
-        conn.execute("PRAGMA synchronous=NORMAL")
+        if writer:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a crash of the process never loses a commit; only power loss might.
+            conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
