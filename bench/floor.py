@@ -1,7 +1,8 @@
 """The floor: the smallest vectorised program that computes the per-batch answer.
 
 No durability, no cursors, no quarantine: memory-map the log, split it into
-lines with numpy, run ONE DuckDB query over all of it, resolve the lesson
+lines with numpy, run two DuckDB statements over all of it (lines of the
+upstream's plain shape are read by one regex, the rest by the JSON functions), resolve the lesson
 title mapping in Python (a handful of pairs), join students and the batches
 from the API. Written independently of ``cohortflow.parse`` (it shares no
 code with the pipeline), so a match with the engine is also a correctness
@@ -42,26 +43,50 @@ _ID = r"""CASE WHEN regexp_full_match({j}, '[0-9]+') THEN TRY_CAST({j} AS BIGINT
 END"""
 
 
-# Stage 1, materialised so the repair runs once per line (DuckDB would re-evaluate an inlined
-# expression in every filter that uses it): the text and its repaired JSON document.
-DOCS = r"""
+# The plain shape almost every upstream line has, read by one regex: a line it matches whole
+# is (once repaired) a JSON object whose values read as written (no escapes, no leading zeros
+# in numbers), so its fields come from the groups. Other lines go through the JSON functions.
+PLAIN = (
+    r'^\{"result": "([0-9]{1,9})(?:/| out of )([0-9]{1,9})", "student_id"[,:] '
+    r'(?:"([0-9]{1,18})"|([1-9][0-9]{0,17}))'
+    r'(?:, "lesson_id": (?:"([0-9]{1,18})"|([1-9][0-9]{0,17})))?'
+    r'(, "lesson_title": "([^"\\\x00-\x1f]*)")?\}$'
+)
+PLAIN_GROUPS = "['n', 'm', 'sq', 'sn', 'lq', 'ln', 'tc', 't']"
+
+# Stage 1, materialised so that each line is decoded, matched and (when not plain) repaired
+# once: DuckDB re-evaluates an inlined expression in every filter that uses it.
+DOCS = rf"""
 CREATE TEMP TABLE docs AS
-SELECT pos, CASE WHEN json_valid(text) THEN text
-                 ELSE regexp_replace(text, '([{,]\s*"student_id"\s*),', '\1:') END AS doc
-FROM (SELECT pos, rtrim(TRY(decode(line)), chr(10) || chr(13)) AS text FROM log)
-WHERE text IS NOT NULL
+WITH lines AS (
+    SELECT pos, rtrim(TRY(decode(line)), chr(10) || chr(13)) AS text FROM log
+), matched AS (
+    SELECT pos, text, regexp_extract(text, '{PLAIN}', {PLAIN_GROUPS}) AS p
+    FROM lines WHERE text IS NOT NULL
+)
+SELECT pos, p,
+    CASE WHEN p.n <> '' THEN NULL
+         WHEN json_valid(text) THEN text
+         ELSE regexp_replace(text, '([{{,]\s*"student_id"\s*),', '\1:') END AS doc
+FROM matched
 """
 
 PATHS = "['$.result', '$.student_id', '$.lesson_id', '$.lesson_title']"
 
-# Stage 2: every valid line -> grouping set 1: (lesson_id, lesson_title) with its first
-# position; grouping set 2: (student, lesson_id | title-only) with "completed at least once".
+# Stage 2: the fields of every line, plain or JSON, then the valid ones grouped twice:
+# set 1: (lesson_id, lesson_title) with its first position; set 2: (student, lesson_id |
+# title-only) with "completed at least once".
 GROUPS = rf"""
 CREATE TEMP TABLE groups AS
-WITH objects AS (
+WITH plain AS (
+    SELECT pos, p.n AS n, p.m AS m, CAST(p.sq || p.sn AS BIGINT) AS sid,
+        p.lq || p.ln <> '' AS has_lid, CAST(nullif(p.lq || p.ln, '') AS BIGINT) AS lid,
+        p.tc <> '' AS has_title, CASE WHEN p.tc <> '' THEN p.t END AS title
+    FROM docs WHERE p.n <> ''
+), objects AS (
     SELECT pos, json_extract(doc, {PATHS}) AS j, json_extract_string(doc, {PATHS}) AS s
-    FROM docs WHERE json_valid(doc) AND json_type(doc) = 'OBJECT'
-), fields AS (
+    FROM docs WHERE p.n = '' AND json_valid(doc) AND json_type(doc) = 'OBJECT'
+), parsed AS (
     SELECT pos,
         regexp_extract(CASE WHEN starts_with(j[1], '"') THEN s[1] END,
             '^\s*([0-9]{{1,9}})\s*(?:/|\s+out\s+of\s+)\s*([0-9]{{1,9}})\s*$', ['n', 'm']) AS nm,
@@ -71,13 +96,17 @@ WITH objects AS (
         coalesce(j[4], 'null') <> 'null' AS has_title,
         CASE WHEN starts_with(j[4], '"') THEN s[4] END AS title
     FROM objects
+), fields AS (
+    SELECT * FROM plain
+    UNION ALL
+    SELECT pos, nm.n, nm.m, sid, has_lid, lid, has_title, title FROM parsed
 ), valid AS (
     SELECT pos, sid,
         CASE WHEN has_lid THEN lid END AS lid,
         CASE WHEN has_title THEN title END AS title,
-        CAST(nm.n AS BIGINT) = CAST(nm.m AS BIGINT) AS done
+        CAST(n AS BIGINT) = CAST(m AS BIGINT) AS done
     FROM fields
-    WHERE nm.n <> '' AND CAST(nm.n AS BIGINT) <= CAST(nm.m AS BIGINT)
+    WHERE n <> '' AND CAST(n AS BIGINT) <= CAST(m AS BIGINT)
       AND sid >= 1
       AND (NOT has_lid OR lid >= 1)
       AND (NOT has_title OR (title IS NOT NULL AND trim(title) <> '' AND NOT contains(title, chr(0))))

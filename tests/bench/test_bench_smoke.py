@@ -51,6 +51,15 @@ TRICKY = [
     b'{"result": "0/0", "student_id", 7, "lesson_id": "10"}',
     b'{"result": "1/1", "student_id", "7", "lesson_id": 11, "lesson_title": "Late Title"}',
     b'{"result": "1/1", "student_id", 7, "lesson_id": 12}',
+    b'{"result": "3/3", "student_id", 0, "lesson_id": 4}',
+    b'{"result": "3/3", "student_id", 007, "lesson_id": 4}',
+    b'{"result": "3/3", "student_id", 8, "lesson_id": "0"}',
+    b'{"result": "3/3", "student_id", 8, "lesson_id": 5, "lesson_title": ""}',
+    b'{"result": "3/3", "student_id", "0008", "lesson_id": "05"}',
+    b'{"result": "3/3", "student_id", 8, "lesson_title": "Caf\xc3\xa9 Lab"}',
+    b'{"result": "3/3", "student_id", 8, "lesson_id": 14, "lesson_title": "Caf\xc3\xa9 Lab"}',
+    b'{"result": "3/3", "student_id", 9, "lesson_title": "Caf\\u00e9 Lab"}',
+    b'{"result": "3\\/3", "student_id", 9, "lesson_id": 2}',
 ]
 
 
@@ -61,7 +70,7 @@ def test_floor_counts_lessons_like_the_naive_reference(tmp_path: Path) -> None:
     model.add_lines(TRICKY)
     model.finish()
     want = {sid: len(lessons) for sid, lessons in model.completed.items()}
-    assert want == {1: 1, 3: 2, 4: 1, 5: 2, 6: 2, 7: 3}
+    assert want == {1: 1, 3: 2, 4: 1, 5: 2, 6: 2, 7: 3, 8: 2, 9: 2}
     assert floor.lessons_per_student(log) == want
 
 
