@@ -10,7 +10,6 @@ transaction (bounded by ``txn_bytes``) to amortise the recompute.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from cohortflow.sources import (
     TestRunLog,
 )
 from cohortflow.sources.batches import BatchesRead
+from cohortflow.sources.prefetch import Backoff, BatchPrefetcher
 from cohortflow.sources.students import StudentsPage
 from cohortflow.sources.test_runs import LogChunk
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
@@ -58,31 +58,6 @@ class Cursors:
             StudentsCursor.from_json(state.get(STUDENTS_KEY)),
             BatchesCursor.from_json(state.get(BATCHES_KEY)),
         )
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter for a failing source."""
-
-    base: float = 0.25
-    cap: float = 10.0
-    failures: int = 0
-    next_at: float = 0.0
-    last_error: str | None = None
-
-    def ready(self, now: float) -> bool:
-        """Whether the source may be tried again."""
-        return now >= self.next_at
-
-    def failed(self, now: float, error: str) -> None:
-        """Record a failure and schedule the next try."""
-        self.failures += 1
-        self.last_error = error
-        self.next_at = now + random.uniform(0, min(self.cap, self.base * 2**self.failures))
-
-    def succeeded(self) -> None:
-        """Forget past failures."""
-        self.failures, self.next_at, self.last_error = 0, 0.0, None
 
 
 @dataclass
@@ -125,11 +100,9 @@ class EmbeddedEngine:
         self.log = TestRunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
-        self.backoff = Backoff()
+        self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
         self.on_commit = on_commit
         self.cursors = Cursors()
-        self._batches_due = 0.0
-        self._first_failure = 0.0
         self._health_reported: str | None = None
 
     @classmethod
@@ -145,7 +118,8 @@ class EmbeddedEngine:
         self.cursors = Cursors.from_state(self.warehouse.state())
 
     def close(self) -> None:
-        """Release the warehouse and the HTTP client."""
+        """Stop polling; release the warehouse and the HTTP client."""
+        self.batches.stop()
         self.api.close()
         self.warehouse.close()
 
@@ -153,8 +127,9 @@ class EmbeddedEngine:
         """Run until caught up (``once``) or until ``stop`` is set; return the totals."""
         stop = stop or threading.Event()
         totals = TickStats()
-        self._reconnect(stop)
         try:
+            self._reconnect(stop)
+            self.batches.start(self.cursors.batches)
             while not stop.is_set():
                 stats = self._tick_guarded(stop)
                 _add(totals, stats)
@@ -167,12 +142,13 @@ class EmbeddedEngine:
         return totals
 
     def _caught_up(self) -> bool:
-        if self.backoff.failures == 0:
+        if self.batches.settled:
             return True
-        if time.monotonic() - self._first_failure > self.config.api_patience:
+        backoff = self.batches.backoff
+        if backoff.failures and time.monotonic() - backoff.failing_since > self.config.api_patience:
             msg = (
                 f"gave up waiting for the batch API after {self.config.api_patience:.0f} s: "
-                f"{self.backoff.last_error}; the other sources are ingested up to their end"
+                f"{backoff.last_error}; the other sources are ingested up to their end"
             )
             raise SourceUnavailable(msg)
         return False
@@ -186,7 +162,7 @@ class EmbeddedEngine:
             log.warning("%s; --on-reset restart: rebuilding the warehouse from scratch", exc)
             self.warehouse.wipe()
             self.cursors = Cursors()
-            self._batches_due = 0.0
+            self.batches.rewind(self.cursors.batches)
             return TickStats(restarted=True)
         except WarehouseUnavailable as exc:
             log.warning("warehouse unreachable (%s); reconnecting", exc)
@@ -201,6 +177,7 @@ class EmbeddedEngine:
             self.warehouse.close()
             try:
                 self.open()
+                self.batches.rewind(self.cursors.batches)
                 return
             except WarehouseUnavailable as exc:
                 if self.config.once and time.monotonic() > deadline:
@@ -216,8 +193,12 @@ class EmbeddedEngine:
             self._report_health()
             return TickStats()
         stats = TickStats()
-        with self.warehouse.transaction() as tx:
-            cursors = self._stage(tx, reads, stats, stop)
+        try:
+            with self.warehouse.transaction() as tx:
+                cursors = self._stage(tx, reads, stats, stop)
+        except BaseException:
+            self.batches.rewind(self.cursors.batches)  # what it read ahead was not committed
+            raise
         self.cursors = cursors
         self._report_health()
         if self.on_commit:
@@ -275,29 +256,15 @@ class EmbeddedEngine:
         return self.students.read(self.cursors.students)
 
     def _read_batches(self) -> BatchesRead | None:
-        now = time.monotonic()
-        if now < self._batches_due or not self.backoff.ready(now):
-            return None
-        self._batches_due = now + self.config.batches_poll_seconds
-        try:
-            read = self.api.read(self.cursors.batches)
-        except SourceUnavailable as exc:
-            if self.backoff.failures == 0:
-                self._first_failure = now
-            self.backoff.failed(now, str(exc))
-            log.warning("%s (retry %d)", exc, self.backoff.failures)
-            return None
-        self.backoff.succeeded()
-        if not read.batches and not read.rejects and read.cursor == self.cursors.batches:
-            return None
-        return read
+        return self.batches.take()
 
     def _report_health(self) -> None:
         """Record the batch API's health for `cohortflow status` when it changes."""
-        error = self.backoff.last_error
+        backoff = self.batches.backoff
+        error = backoff.last_error
         if error == self._health_reported:
             return
-        health = {"ok": error is None, "failures": self.backoff.failures, "last_error": error}
+        health = {"ok": error is None, "failures": backoff.failures, "last_error": error}
         with self.warehouse.transaction() as tx:
             tx.set_state(HEALTH_KEY, health)
         self._health_reported = error
