@@ -122,6 +122,29 @@ def _config(**values: Any) -> PipelineConfig:
     envvar="COHORTFLOW_TXN_BYTES",
     help="Log bytes folded into one transaction in a backfill.",
 )
+@click.option(
+    "--spark-master",
+    default="local[2]",
+    show_default=True,
+    envvar="COHORTFLOW_SPARK_MASTER",
+    help="Spark engine: master URL (local[N], spark://host:port, yarn...).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default="data/spark-checkpoint",
+    show_default=True,
+    envvar="COHORTFLOW_CHECKPOINT",
+    help="Spark engine: checkpoint directory.",
+)
+@click.option(
+    "--trigger-seconds",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    envvar="COHORTFLOW_TRIGGER_SECONDS",
+    help="Spark engine: micro-batch interval in follow mode.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""

@@ -19,6 +19,8 @@ class PipelineConfig:
         chunk_bytes: log bytes parsed at once (bounds memory).
         txn_bytes: log bytes folded into one transaction during a backfill.
         api_patience: seconds ``--once`` keeps retrying a failing batch API.
+        spark_master, checkpoint, trigger_seconds: the Spark engine's master URL,
+            checkpoint directory and processing-time trigger in follow mode.
 
     """
 
@@ -34,3 +36,6 @@ class PipelineConfig:
     txn_bytes: int = 256 << 20
     http_timeout: float = 5.0
     api_patience: float = 30.0
+    spark_master: str = "local[2]"
+    checkpoint: Path = Path("data/spark-checkpoint")
+    trigger_seconds: float = 1.0

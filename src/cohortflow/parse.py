@@ -17,6 +17,7 @@ cannot), and quarantined raw text has it replaced.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -259,7 +260,7 @@ class RunsDelta:
     """What a slice of parsed runs contributes to the warehouse.
 
     Attributes:
-        mappings: ``(lesson_id, lesson_title)`` pairs, first seen first.
+        mappings: ``(lesson_id, lesson_title, file, offset)`` pairs, first seen first.
         completions: distinct completed ``(student_id, lesson_id)``.
         title_completions: distinct completed ``(student_id, lesson_title)`` of title-only runs.
         rejects: ``(file, offset, raw, reason)`` of quarantined lines.
@@ -275,21 +276,15 @@ class RunsDelta:
 
 
 def summarise_runs(runs: pa.Table) -> RunsDelta:
-    """Reduce parsed runs (RUNS_SCHEMA) to the warehouse's delta; order-insensitive but for mappings."""
+    """Reduce parsed runs (RUNS_SCHEMA) to the warehouse's delta."""
     valid = runs.filter(pc.is_null(runs.column("reason")))
     completed = valid.filter(pc.equal(valid.column("passed"), valid.column("total")))
     has_id = pc.is_valid(completed.column("lesson_id"))
     named = valid.filter(
         pc.and_(pc.is_valid(valid.column("lesson_id")), pc.is_valid(valid.column("lesson_title")))
     )
-    mappings = (
-        named.group_by(["lesson_id", "lesson_title"], use_threads=False)
-        .aggregate([("file", "min"), ("offset", "min")])
-        .sort_by([("file_min", "ascending"), ("offset_min", "ascending")])
-        .select(["lesson_id", "lesson_title"])
-    )
     return RunsDelta(
-        mappings=mappings,
+        mappings=_first_seen(named.select(["lesson_id", "lesson_title", "file", "offset"])),
         completions=_distinct(completed.filter(has_id), ["student_id", "lesson_id"]),
         title_completions=_distinct(completed.filter(pc.invert(has_id)), ["student_id", "lesson_title"]),
         rejects=runs.filter(pc.is_valid(runs.column("reason"))).select(["file", "offset", "raw", "reason"]),
@@ -297,5 +292,78 @@ def summarise_runs(runs: pa.Table) -> RunsDelta:
     )
 
 
+def _first_seen(mappings: pa.Table) -> pa.Table:
+    """Each (id, title) pair once, where it was first seen, in the order first seen."""
+    ordered = mappings.sort_by([("file", "ascending"), ("offset", "ascending")])
+    firsts = ordered.group_by(["lesson_id", "lesson_title"], use_threads=False).aggregate(
+        [("file", "first"), ("offset", "first")]
+    )
+    firsts = firsts.rename_columns(["lesson_id", "lesson_title", "file", "offset"])
+    return firsts.sort_by([("file", "ascending"), ("offset", "ascending")])
+
+
 def _distinct(table: pa.Table, columns: list[str]) -> pa.Table:
     return table.group_by(columns, use_threads=False).aggregate([]).select(columns)
+
+
+#: One Arrow table that carries a whole RunsDelta, so partial deltas can travel and merge.
+DELTA_SCHEMA: Final = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("student_id", pa.int64()),
+        ("lesson_id", pa.int64()),
+        ("lesson_title", pa.string()),
+        ("file", pa.string()),
+        ("offset", pa.int64()),
+        ("raw", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+_DELTA_PARTS: Final = {
+    "mapping": ("mappings", ["lesson_id", "lesson_title", "file", "offset"]),
+    "completion": ("completions", ["student_id", "lesson_id"]),
+    "title_completion": ("title_completions", ["student_id", "lesson_title"]),
+    "reject": ("rejects", ["file", "offset", "raw", "reason"]),
+}
+
+
+def delta_to_arrow(delta: RunsDelta) -> pa.Table:
+    """Flatten a delta into DELTA_SCHEMA rows (the line count rides as kind ``lines``)."""
+    parts = [_as_kind(getattr(delta, attr), kind) for kind, (attr, _) in _DELTA_PARTS.items()]
+    parts.append(_as_kind(pa.table({"offset": pa.array([delta.lines], pa.int64())}), "lines"))
+    return pa.concat_tables(parts)
+
+
+def _as_kind(table: pa.Table, kind: str) -> pa.Table:
+    columns = {
+        field.name: table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in DELTA_SCHEMA
+        if field.name != "kind"
+    }
+    return pa.table({"kind": pa.array([kind] * table.num_rows, pa.string()), **columns}, schema=DELTA_SCHEMA)
+
+
+def delta_from_arrow(table: pa.Table) -> RunsDelta:
+    """Merge DELTA_SCHEMA rows from any number of partial deltas into one delta."""
+    table = table.cast(DELTA_SCHEMA)
+
+    def part(kind: str) -> pa.Table:
+        return table.filter(pc.equal(table.column("kind"), kind)).select(_DELTA_PARTS[kind][1])
+
+    lines = table.filter(pc.equal(table.column("kind"), "lines")).column("offset")
+    return RunsDelta(
+        mappings=_first_seen(part("mapping")),
+        completions=_distinct(part("completion"), ["student_id", "lesson_id"]),
+        title_completions=_distinct(part("title_completion"), ["student_id", "lesson_title"]),
+        rejects=part("reject"),
+        lines=int(pc.sum(lines).as_py() or 0),
+    )
+
+
+def summarise_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Parse and reduce raw-line batches where they are (Spark's mapInArrow runs this)."""
+    for batch in batches:
+        if batch.num_rows:
+            yield from delta_to_arrow(summarise_runs(parse_runs(batch))).to_batches()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -34,8 +34,12 @@ class BatchesCursor:
     rejected: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON for pipeline_state."""
-        return asdict(self)
+        """Plain JSON (lists, not tuples: it must equal itself after a JSON round trip)."""
+        return {
+            "created_at": self.created_at,
+            "boundary_ids": list(self.boundary_ids),
+            "rejected": list(self.rejected),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> BatchesCursor:

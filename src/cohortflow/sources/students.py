@@ -120,6 +120,48 @@ class StudentsTable:
         self._idle_at = None
         return self._page(rows)
 
+    def latest(self, cursor: StudentsCursor, max_rows: int) -> StudentsCursor:
+        """The cursor after at most ``max_rows`` more students (checks the table was not reset)."""
+        conn = self._connect()
+        if conn is None:
+            if cursor.last_id:
+                self._reset(cursor, "the file no longer exists")
+            return cursor
+        try:
+            self._check_cursor_row(conn, cursor)
+            row = (
+                conn.execute(
+                    "SELECT id, created_at FROM students WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?",
+                    (cursor.last_id, max_rows - 1),
+                ).fetchone()
+                or conn.execute(
+                    "SELECT id, created_at FROM students WHERE id > ? ORDER BY id DESC LIMIT 1",
+                    (cursor.last_id,),
+                ).fetchone()
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc) and not cursor.last_id:
+                return cursor
+            msg = f"cannot read `{self.name}`: {exc}"
+            raise SourceUnavailable(msg) from exc
+        finally:
+            conn.close()
+        return StudentsCursor(int(row[0]), _canonical(row[1])) if row else cursor
+
+    def between(self, after_id: int, upto_id: int) -> StudentsPage | None:
+        """The students with ``after_id < id <= upto_id`` (for a replayable range)."""
+        conn = self._connect()
+        if conn is None:
+            return None
+        try:
+            rows = conn.execute(
+                "SELECT id, name, batch_id, created_at FROM students WHERE id > ? AND id <= ? ORDER BY id",
+                (after_id, upto_id),
+            ).fetchall()
+        finally:
+            conn.close()
+        return self._page(rows) if rows else None
+
     def max_id(self) -> int:
         """The highest student id now in the table (0 when empty or absent)."""
         conn = self._connect()
@@ -135,14 +177,7 @@ class StudentsTable:
 
     def _query(self, conn: sqlite3.Connection, cursor: StudentsCursor) -> list[tuple[Any, ...]]:
         try:
-            if cursor.last_id:
-                found = conn.execute(
-                    "SELECT created_at FROM students WHERE id = ?", (cursor.last_id,)
-                ).fetchone()
-                if found is None:
-                    self._reset(cursor, f"student {cursor.last_id} vanished")
-                if _canonical(found[0]) != cursor.last_created_at:
-                    self._reset(cursor, f"student {cursor.last_id} was rewritten")
+            self._check_cursor_row(conn, cursor)
             return conn.execute(
                 "SELECT id, name, batch_id, created_at FROM students WHERE id > ? ORDER BY id LIMIT ?",
                 (cursor.last_id, self.page_size),
@@ -152,6 +187,16 @@ class StudentsTable:
                 return []
             msg = f"cannot read `{self.name}`: {exc}"
             raise SourceUnavailable(msg) from exc
+
+    def _check_cursor_row(self, conn: sqlite3.Connection, cursor: StudentsCursor) -> None:
+        """The last student we read must still be there, unchanged."""
+        if not cursor.last_id:
+            return
+        found = conn.execute("SELECT created_at FROM students WHERE id = ?", (cursor.last_id,)).fetchone()
+        if found is None:
+            self._reset(cursor, f"student {cursor.last_id} vanished")
+        elif _canonical(found[0]) != cursor.last_created_at:
+            self._reset(cursor, f"student {cursor.last_id} was rewritten")
 
     def _page(self, rows: list[tuple[Any, ...]]) -> StudentsPage:
         students: list[StudentRecord] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,55 @@ class TestRunLog:
         finally:
             os.close(fd)
 
+    def aligned_end(self, cursor: LogCursor, max_bytes: int | None = None) -> LogCursor:
+        """The cursor just past the last complete line within ``max_bytes`` after ``cursor``.
+
+        Checks the file is still the one the cursor read (raises SourceReset otherwise).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            if cursor.offset > 0:
+                self._reset(cursor, "it no longer exists")
+            return cursor
+        try:
+            stat = os.fstat(fd)
+            self._check_identity(fd, stat, cursor)
+            limit = stat.st_size if max_bytes is None else min(stat.st_size, cursor.offset + max_bytes)
+            end = _last_newline_end(fd, cursor.offset, limit)
+            if end == cursor.offset and limit < stat.st_size:  # one line longer than the budget
+                end = _find_newline(fd, limit, stat.st_size) or cursor.offset
+            return self._advance(fd, stat, cursor, end - cursor.offset) if end > cursor.offset else cursor
+        finally:
+            os.close(fd)
+
+    def cut_points(self, start: int, end: int, part_bytes: int) -> list[tuple[int, int]]:
+        """Split the complete lines in ``[start, end)`` into ranges of about ``part_bytes``."""
+        ranges: list[tuple[int, int]] = []
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            while start < end:
+                cut = end if end - start <= part_bytes else _find_newline(fd, start + part_bytes - 1, end)
+                cut = cut or end
+                ranges.append((start, cut))
+                start = cut
+        finally:
+            os.close(fd)
+        return ranges
+
+    def read_range(self, start: int, end: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+        """The lines of a newline-aligned byte range, in batches of about ``max_bytes``."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            while start < end:
+                stop = _last_newline_end(fd, start, min(end, start + max_bytes))
+                if stop == start:  # one line longer than max_bytes: take it whole
+                    stop = _find_newline(fd, start + max_bytes, end) or end
+                yield split_lines(os.pread(fd, stop - start, start), start, self.name)
+                start = stop
+        finally:
+            os.close(fd)
+
     def _read_open(self, fd: int, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         stat = os.fstat(fd)
         self._check_identity(fd, stat, cursor)
@@ -159,3 +209,15 @@ def _find_newline(fd: int, position: int, size: int) -> int | None:
             return position + newline + 1
         position += len(block)
     return None
+
+
+def _last_newline_end(fd: int, low: int, high: int) -> int:
+    """Offset just past the last newline in ``[low, high)``; ``low`` when there is none."""
+    position = high
+    while position > low:
+        begin = max(low, position - (1 << 20))
+        newline = os.pread(fd, position - begin, begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        position = begin
+    return low

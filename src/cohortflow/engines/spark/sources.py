@@ -1,0 +1,263 @@
+"""Spark 4 Python Data Source streaming readers of the three sources.
+
+Their offsets are the embedded engine's own cursors (as JSON), read by the
+same source classes, so both engines share one cursor and reset semantics.
+All three yield rows of one envelope schema, so a query can union them and a
+micro-batch covers every source in one warehouse transaction.
+
+- ``cohortflow_test_runs``: byte ranges of the log, split into partitions at
+  newlines (executors share a backfill); rows carry ``(file, offset, line)``.
+  The offset is keyed by file identity (device, inode), which is what a
+  directory of rotated files would extend.
+- ``cohortflow_students``: a rowid range of the students table.
+- ``cohortflow_batches``: the batch API, read on the driver by cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceStreamReader,
+    InputPartition,
+    SimpleDataSourceStreamReader,
+)
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxBytes,
+    ReadMaxRows,
+    SupportsTriggerAvailableNow,
+)
+
+from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, StudentsCursor, StudentsTable, TestRunLog
+
+ENVELOPE = (
+    "source string, file string, offset long, line binary, id long, name string, "
+    "batch_id long, created_at string, raw string, reason string"
+)
+ENVELOPE_ARROW = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("offset", pa.int64()),
+        ("line", pa.binary()),
+        ("id", pa.int64()),
+        ("name", pa.string()),
+        ("batch_id", pa.int64()),
+        ("created_at", pa.string()),
+        ("raw", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def _envelope(source: str, columns: dict[str, pa.Array], rows: int) -> pa.RecordBatch:
+    arrays = [
+        pa.array([source] * rows, pa.string())
+        if field.name == "source"
+        else columns[field.name].cast(field.type)
+        if field.name in columns
+        else pa.nulls(rows, field.type)
+        for field in ENVELOPE_ARROW
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_ARROW)
+
+
+@dataclass
+class LogRange(InputPartition):
+    """A newline-aligned byte range of the log."""
+
+    start: int
+    end: int
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+
+class TestRunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """The log by newline-aligned byte offsets, a backfill split over executors."""
+
+    __test__ = False
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self.log = TestRunLog(options["path"])
+        self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
+        self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
+        self.chunk_bytes = int(options.get("chunkBytes", str(16 << 20)))
+        self.target: int | None = None
+
+    def initialOffset(self) -> dict[str, Any]:
+        return LogCursor().to_json()
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxBytes(self.max_bytes) if self.max_bytes > 0 else ReadAllAvailable()
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self.target = self.log.aligned_end(LogCursor()).offset if self.log.size() else 0
+
+    def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
+        cursor = LogCursor.from_json(start)
+        budget = limit.max_bytes if isinstance(limit, ReadMaxBytes) else None
+        if self.target is not None:
+            budget = (
+                max(0, self.target - cursor.offset)
+                if budget is None
+                else min(budget, self.target - cursor.offset)
+            )
+            if budget == 0:
+                return cursor.to_json()
+        return self.log.aligned_end(cursor, budget).to_json()
+
+    def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
+        first, last = LogCursor.from_json(start).offset, LogCursor.from_json(end).offset
+        return [LogRange(s, e) for s, e in self.log.cut_points(first, last, self.part_bytes)]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, LogRange)
+        for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes):
+            yield _envelope(
+                "test_runs", {c: lines.column(c) for c in ("file", "offset", "line")}, lines.num_rows
+            )
+
+    def commit(self, end: dict[str, Any]) -> None:
+        """Nothing to clean up: the log is never ours to delete."""
+
+
+@dataclass
+class StudentRange(InputPartition):
+    """Students with ``after_id < id <= upto_id``."""
+
+    after_id: int
+    upto_id: int
+
+    def __init__(self, after_id: int, upto_id: int) -> None:
+        self.after_id, self.upto_id = after_id, upto_id
+
+
+class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """The students table by rowid."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self.table = StudentsTable(options["path"])
+        self.max_rows = int(options.get("maxRowsPerTrigger", "100000"))
+        self.target: int | None = None
+
+    def initialOffset(self) -> dict[str, Any]:
+        return StudentsCursor().to_json()
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_rows)
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self.target = self.table.max_id()
+
+    def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
+        cursor = StudentsCursor.from_json(start)
+        rows = limit.max_rows if isinstance(limit, ReadMaxRows) else self.max_rows
+        if self.target is not None:
+            rows = min(rows, self.target - cursor.last_id)
+            if rows <= 0:
+                return cursor.to_json()
+        return self.table.latest(cursor, rows).to_json()
+
+    def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
+        first, last = StudentsCursor.from_json(start).last_id, StudentsCursor.from_json(end).last_id
+        return [StudentRange(first, last)] if last > first else []
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
+        assert isinstance(partition, StudentRange)
+        page = self.table.between(partition.after_id, partition.upto_id)
+        if page is None:
+            return
+        for s in page.students:
+            yield ("students", None, None, None, s.id, s.name, s.batch_id, s.created_at, None, None)
+        for location, raw, reason in page.rejects:
+            yield ("students", location, None, None, None, None, None, None, raw, reason)
+
+    def commit(self, end: dict[str, Any]) -> None:
+        """Nothing to clean up."""
+
+
+class BatchesStreamReader(SimpleDataSourceStreamReader):
+    """The batch API, paged and de-duplicated by cursor on the driver."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self.url = options["url"]
+        self.timeout = float(options.get("timeout", "5"))
+
+    def initialOffset(self) -> dict[str, Any]:
+        return BatchesCursor().to_json()
+
+    def read(self, start: dict[str, Any]) -> tuple[Iterator[tuple[Any, ...]], dict[str, Any]]:
+        with BatchApi(self.url, timeout=self.timeout) as api:
+            read = api.read(BatchesCursor.from_json(start))
+        return iter(_batch_rows(read.batches, read.rejects)), read.cursor.to_json()
+
+    def readBetweenOffsets(self, start: dict[str, Any], end: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+        """Replay: what was new after ``start`` and not after ``end`` (batches never change)."""
+        until = BatchesCursor.from_json(end)
+        with BatchApi(self.url, timeout=self.timeout) as api:
+            read = api.read(BatchesCursor.from_json(start))
+        kept = [b for b in read.batches if not until.is_new(b)]
+        rejected = [r for r in read.rejects if r[0].rsplit("#", 1)[-1] in until.rejected]
+        return iter(_batch_rows(kept, rejected))
+
+
+def _batch_rows(batches: list[Any], rejects: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = [
+        ("batches", None, None, None, b.id, b.name, None, b.created_at, None, None) for b in batches
+    ]
+    rows += [
+        ("batches", loc, None, None, None, None, None, None, raw, reason) for loc, raw, reason in rejects
+    ]
+    return rows
+
+
+class _Source(DataSource):
+    """Common shape: the envelope schema."""
+
+    def schema(self) -> str:
+        return ENVELOPE
+
+
+class TestRunsSource(_Source):
+    """``spark.readStream.format("cohortflow_test_runs").option("path", ...)``."""
+
+    __test__ = False
+
+    @classmethod
+    def name(cls) -> str:
+        return "cohortflow_test_runs"
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:
+        return TestRunsStreamReader(self.options)
+
+
+class StudentsSource(_Source):
+    """``spark.readStream.format("cohortflow_students").option("path", ...)``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "cohortflow_students"
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:
+        return StudentsStreamReader(self.options)
+
+
+class BatchesSource(_Source):
+    """``spark.readStream.format("cohortflow_batches").option("url", ...)``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "cohortflow_batches"
+
+    def simpleStreamReader(self, schema: Any) -> SimpleDataSourceStreamReader:
+        return BatchesStreamReader(self.options)
+
+
+SOURCES = (TestRunsSource, StudentsSource, BatchesSource)
