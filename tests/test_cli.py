@@ -1,5 +1,9 @@
 """Meta-tests of the command line: every command documents itself."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -26,3 +30,15 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert "0.1.0" in result.output
+
+
+def test_spark_engine_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    code = "import sys; sys.modules['pyspark'] = None; from cohortflow.cli import main; main()"
+    run = ["run", "--engine", "spark", "--once", "--warehouse", str(tmp_path / "w.db")]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *run], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "cohortflow: the spark engine needs an extra that is not installed: pip install 'cohortflow[spark]'"
+    )

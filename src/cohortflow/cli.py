@@ -242,5 +242,6 @@ def _load_commands() -> None:
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-logging.getLogger("httpx").setLevel(logging.WARNING)
+for _noisy in ("httpx", "py4j"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 _load_commands()

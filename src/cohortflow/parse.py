@@ -16,6 +16,7 @@ cannot), and quarantined raw text has it replaced.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -145,7 +146,8 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB connection per thread (connections are not thread-safe)."""
     con = getattr(_local, "con", None)
     if con is None:
-        con = duckdb.connect(":memory:")
+        threads = os.environ.get("COHORTFLOW_PARSE_THREADS")  # Spark workers: one each
+        con = duckdb.connect(":memory:", config={"threads": int(threads)} if threads else {})
         _local.con = con
     return con
 

@@ -105,3 +105,26 @@ def test_spark_driver_killed_mid_stream_recovers_from_its_checkpoint(tmp_path: P
         done = catch_up(data, frozen.url, warehouse, *spark_args(checkpoint))
         assert done.returncode == 0, done.stderr[-3000:]
         assert_matches_recompute(data, frozen.url, warehouse)
+
+
+def test_a_failed_query_is_reported_as_one_clear_error(tmp_path: Path) -> None:
+    data, warehouse, checkpoint = tmp_path / "data", str(tmp_path / "wh.db"), tmp_path / "checkpoint"
+    _generate(
+        data,
+        "--seed",
+        "25",
+        "--history-batches",
+        "5",
+        "--history-students",
+        "20",
+        "--history-test-runs",
+        "2000",
+    )
+    with SimulatorProcess(data, "--no-stream", "--serve") as sim:
+        assert catch_up(data, sim.url, warehouse, *spark_args(checkpoint)).returncode == 0
+        log = data / "test_runs.log"
+        os.truncate(log, log.stat().st_size // 2)
+        failed = catch_up(data, sim.url, warehouse, *spark_args(checkpoint))
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("cohortflow: ") and "was reset" in last and "--on-reset restart" in last, last

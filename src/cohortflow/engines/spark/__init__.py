@@ -16,6 +16,7 @@ import shutil
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def build_session(master: str, app_name: str = "cohortflow") -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")  # fewer, larger parse calls
+        .config("spark.sql.adaptive.enabled", "false")  # not supported by streaming; it only warns
+        .config("spark.executorEnv.COHORTFLOW_PARSE_THREADS", "1")  # one task per core already
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
@@ -90,13 +94,16 @@ class SparkEngine:
         shutil.rmtree(self.checkpoint, ignore_errors=True)
 
     def _run_query(self, spark: Any, stop: threading.Event) -> str | None:
+        from pyspark.errors import StreamingQueryException
+
         from cohortflow.engines.spark.sink import WarehouseSink
 
         sink = WarehouseSink(self.config, self.checkpoint, self.totals)
         try:
             query = self._start(spark, sink)
-            while query.isActive and not stop.is_set():
-                query.awaitTermination(0.2)
+            with suppress(StreamingQueryException):  # a failure is read from query.exception()
+                while query.isActive and not stop.is_set():
+                    query.awaitTermination(0.2)
             if query.isActive:
                 _stop_between_batches(query)
             error = query.exception()

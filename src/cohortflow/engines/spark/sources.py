@@ -183,12 +183,19 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         """Nothing to clean up."""
 
 
-class BatchesStreamReader(SimpleDataSourceStreamReader):
+class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailableNow):
     """The batch API, paged and de-duplicated by cursor on the driver."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
         self.url = options["url"]
         self.timeout = float(options.get("timeout", "5"))
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        """Nothing to pin: every read already pages to the API's current end.
+
+        Implementing it matters all the same: without it, Spark drops every
+        source's read limit under ``availableNow``.
+        """
 
     def initialOffset(self) -> dict[str, Any]:
         return BatchesCursor().to_json()
