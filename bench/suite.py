@@ -8,6 +8,7 @@ Missed performance targets are reported, not failures.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -171,7 +172,8 @@ def run_tick(run: Run) -> None:
         run.notes.append(
             f"One batch API page takes {poll_ms:.0f} ms: the simulator's HTTP handler sends headers and "
             "body in two writes and Nagle + delayed ACK hold the second (~1.3 ms with TCP_NODELAY). "
-            "Every backfill pays it for 100 pages (10k batches), engine and floor alike."
+            "A backfill pages 100 times (10k batches): the floor does it in a thread while DuckDB parses, "
+            "the engine waits for it."
         )
 
 
@@ -192,7 +194,7 @@ def run_freshness(run: Run) -> None:
     for rate, interval in (("1x (500 ms)", 500), ("100x (5 ms)", 5)):
         say(f"freshness at {rate}, {run.plan.samples} samples")
         by_rate[rate] = freshness.stream_run(run.scratch, run.plan.fresh_history, interval, run.plan.samples)
-    say(f"idle CPU over {run.plan.idle_s:.0f} s")
+    say(f"idle CPU, 3 windows of {run.plan.idle_s:.0f} s")
     data, warehouse = freshness.stream_paths(run.scratch, 500)
     idle = freshness.idle_cpu(data, warehouse, run.plan.fresh_history.students, run.plan.idle_s)
     run.results += freshness.results(by_rate, idle, run.plan.idle_s)
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     info["suite_wall"] = f"{time.perf_counter() - began:.0f} s"
+    info["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     run.notes = standard_notes(plan) + run.notes
     print_table(run.results)
     save_json(args.out / f"results-{plan.mode}.json", results_payload(run.results, info, run.notes))
