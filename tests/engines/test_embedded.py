@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -237,3 +238,49 @@ def test_postgres_restarts_during_a_follow_run_are_survived(
         done = catch_up(data, frozen.url, pg_url)
         assert done.returncode == 0, done.stderr
         assert_matches_recompute(data, frozen.url, pg_url)
+
+
+def test_a_students_db_locked_for_long_is_retried_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    small = ("--history-batches", "3", "--history-students", "40", "--history-test-runs", "500")
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cohortflow",
+            "generate",
+            "--data-dir",
+            str(data),
+            "--seed",
+            "8",
+            "--no-stream",
+            *small,
+        ],
+        check=False,
+        capture_output=True,
+        timeout=120,
+    )
+    assert made.returncode == 0
+    locker = sqlite3.connect(data / "students.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # an upstream writer stuck mid-commit, longer than our 2 s patience
+    with SimulatorProcess(data, "--no-stream", "--serve") as sim:
+        config = PipelineConfig(
+            students_db=data / "students.db",
+            test_runs_log=data / "test_runs.log",
+            batches_url=f"{sim.url}/batches",
+            warehouse=warehouse,
+        )
+        runner = _EngineThread(EmbeddedEngine(config))
+        runner.start()
+        try:
+            time.sleep(3)
+            assert runner.is_alive(), runner.error
+            locker.execute("ROLLBACK")
+            with open_warehouse(warehouse) as reader:
+                _wait_for(lambda: len(snapshot(reader)["students"]) == 40, runner)
+        finally:
+            locker.close()
+            runner.finish()
+    assert any("trying again" in r.getMessage() for r in caplog.records)

@@ -168,6 +168,9 @@ class EmbeddedEngine:
             log.warning("warehouse unreachable (%s); reconnecting", exc)
             self._reconnect(stop)
             return TickStats(restarted=True)
+        except SourceUnavailable as exc:
+            log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
+            return TickStats()
 
     def _reconnect(self, stop: threading.Event) -> None:
         """(Re)open the warehouse with backoff and load the committed cursors."""
