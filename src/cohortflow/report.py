@@ -29,7 +29,8 @@ def leaderboard_table(
         ("right", "right", "left", "right", "right"),
         strict=True,
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # Fold, never cut: a batch name is only useful whole.
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*(str(row[c]) for c in LEADERBOARD_COLUMNS))
     return table
