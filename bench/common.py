@@ -95,6 +95,8 @@ class ChildRun:
     returncode: int
     stdout: str
     stderr: str
+    peak_tree_rss_mib: float = 0.0
+    """The child with all its descendants (a JVM, say), sampled every 100 ms."""
 
 
 def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout_s: float = 1800) -> ChildRun:
@@ -104,6 +106,7 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout_s: 
         began = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env={**os.environ, **(env or {})})
         deadline = began + timeout_s
+        tree = _TreeRss(proc.pid)
         while True:
             pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -111,6 +114,7 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout_s: 
             if time.perf_counter() > deadline:
                 proc.kill()
                 continue
+            tree.sample()
             time.sleep(0.005)
         wall = time.perf_counter() - began
         proc.returncode = os.waitstatus_to_exitcode(wait_status)
@@ -119,7 +123,36 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout_s: 
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     for suffix in (".out", ".err"):
         Path(f"{out_path}{suffix}").unlink(missing_ok=True)
-    return ChildRun(wall, usage.ru_maxrss / 1024, proc.returncode, stdout, stderr)
+    return ChildRun(wall, usage.ru_maxrss / 1024, proc.returncode, stdout, stderr, tree.peak_mib)
+
+
+class _TreeRss:
+    """Peak summed RSS of a process and its descendants, sampled at most every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_mib = 0.0
+        self._next = 0.0
+
+    def sample(self) -> None:
+        import psutil
+
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + 0.1
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for process in procs:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak_mib = max(self.peak_mib, total / 2**20)
 
 
 def check(run: ChildRun, what: str) -> ChildRun:

@@ -23,7 +23,7 @@ Written by `bench/run`; do not edit the sections between the markers by hand.
 bench/run            # full: 10M-line backfill (+1M), ticks, freshness, writer (~8 min, ~11 with --naive-10m)
 bench/run --quick    # quick: 1M lines, shorter runs (~4-5 min; CI smoke-tests a 20k-line version)
 bench/run --quick --only backfill,tick    # a subset
-bench/run --help     # sizes, samples, --no-postgres, --naive-10m, --docs PATH, --keep
+bench/run --help     # sizes, samples, --no-postgres, --no-spark, --naive-10m, --docs PATH, --keep
 ```
 
 Data comes from the project's simulator with a fixed seed (`--seed 7

@@ -55,6 +55,7 @@ class Plan:
     idle_s: float
     writer_alone_s: float
     postgres: bool
+    spark: bool
     naive_large: str
     only: set[str] = field(default_factory=lambda: set(WORKLOADS))
 
@@ -83,6 +84,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         idle_s=5.0 if args.quick else 10.0,
         writer_alone_s=5.0 if args.quick else 10.0,
         postgres=not args.no_postgres,
+        spark=not args.no_spark,
         naive_large="run" if args.naive_10m else "extrapolate",
         only=set(args.only.split(",")) if args.only else set(WORKLOADS),
     )
@@ -133,7 +135,7 @@ def run_backfill(run: Run) -> None:
             repeats=run.plan.large_repeats if is_large else run.plan.repeats,
             naive=run.plan.naive_large if is_large else "run",
             postgres=run.plan.postgres and not is_large,
-            spark=not is_large,
+            spark=run.plan.spark and not is_large,
             naive_per_line_s=per_line,
         )
         per_line = backfill.naive_per_line(measured) or per_line
@@ -229,7 +231,7 @@ def execute(run: Run) -> None:
 def standard_notes(plan: Plan) -> list[str]:
     return [
         "Backfill timings are medians of interleaved runs (engine, floor, engine, floor, ...); "
-        "the naive baseline, PostgreSQL and Spark run once.",
+        "the naive baseline, PostgreSQL and Spark run once (Spark at the 1M size only).",
         "The 10M naive figure is "
         + ("measured." if plan.naive_large == "run" else "extrapolated linearly from the 1M run (not run)."),
         "PostgreSQL is a throwaway server with fsync=off and synchronous_commit=off: "
@@ -250,6 +252,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=None, help="freshness markers per rate")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL backfill")
+    parser.add_argument("--no-spark", action="store_true", help="skip the Spark engine's backfill")
     parser.add_argument("--naive-10m", action="store_true", help="run the naive baseline at 10M too")
     parser.add_argument("--docs", type=Path, default=None, help="where to write the Markdown report")
     parser.add_argument("--no-docs", action="store_true", help="do not write the Markdown report")

@@ -102,6 +102,7 @@ def test_the_whole_suite_runs_at_a_tiny_size(tmp_path: Path) -> None:
             "--quick",
             *tiny,
             *_postgres_args(),
+            "--no-spark",
             "--no-docs",
             "--out",
             str(tmp_path),
