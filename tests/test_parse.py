@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohortflow.parse import REASONS, parse_runs, split_lines, summarise_runs
+from cohortflow.parse import (
+    REASONS,
+    delta_from_arrow,
+    delta_to_arrow,
+    parse_runs,
+    split_lines,
+    summarise_runs,
+)
 from tests.naive import naive_parse
 
 SAMPLES = Path(__file__).parent / "simulator" / "data"  # a copy of shared/samples: CI has no shared/
@@ -160,8 +169,8 @@ def test_summary_orders_mappings_by_first_sight_and_dedupes() -> None:
     )
     delta = summarise_runs(parse_runs(split_lines(log, 0, "t.log")))
     assert delta.mappings.to_pylist() == [
-        {"lesson_id": 2, "lesson_title": "B"},
-        {"lesson_id": 1, "lesson_title": "A"},
+        {"lesson_id": 2, "lesson_title": "B", "file": "t.log", "offset": 0},
+        {"lesson_id": 1, "lesson_title": "A", "file": "t.log", "offset": 72},
     ]
     assert sorted(delta.completions.to_pylist(), key=str) == sorted(
         [{"student_id": 1, "lesson_id": 2}, {"student_id": 1, "lesson_id": 1}], key=str
@@ -192,3 +201,30 @@ def test_summary_orders_mappings_by_first_sight_and_dedupes() -> None:
 def test_canonical_look_alikes_agree_with_the_reference(line: bytes) -> None:
     """Lines one character away from the upstream's shape must not slip through its fast path."""
     assert _parsed([line]) == _naive([line])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(lines(), min_size=1, max_size=40), st.data())
+def test_partial_summaries_merge_into_the_summary_of_the_whole(
+    raw_lines: list[bytes], data: st.DataObject
+) -> None:
+    """What Spark does: each partition summarises its byte range, the driver merges."""
+    buf = b"".join(line + b"\n" for line in raw_lines)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(raw_lines)), max_size=4))))
+    bounds = [0, *cuts, len(raw_lines)]
+    parts, offset = [], 0
+    for a, b in itertools.pairwise(bounds):
+        chunk = b"".join(line + b"\n" for line in raw_lines[a:b])
+        parts.append(delta_to_arrow(summarise_runs(parse_runs(split_lines(chunk, offset, "t.log")))))
+        offset += len(chunk)
+    merged = delta_from_arrow(pa.concat_tables(parts))
+    whole = summarise_runs(parse_runs(split_lines(buf, 0, "t.log")))
+
+    def rows(table: pa.Table) -> list[str]:
+        return sorted(map(str, table.to_pylist()))
+
+    assert merged.mappings.to_pylist() == whole.mappings.to_pylist()
+    assert rows(merged.completions) == rows(whole.completions)
+    assert rows(merged.title_completions) == rows(whole.title_completions)
+    assert rows(merged.rejects) == rows(whole.rejects)
+    assert merged.lines == whole.lines == len(raw_lines)

@@ -15,9 +15,11 @@ from tests.simulator.conftest import DATA, get, hidden_batches
 
 BATCHES = 250
 # --interval-ms 10 puts a batch every ~100 ms: about ten batches share each second
+# A fixed --start-time makes the history identical in every run: batch 100 must not be the
+# first of its second, or the whole-second overlap below would be empty (1 run in ~10 before).
 FROZEN = (
     "--seed", "21", "--interval-ms", "10", "--history-batches", str(BATCHES),
-    "--history-students", "20", "--no-stream", "--serve",
+    "--history-students", "20", "--no-stream", "--serve", "--start-time", "2026-01-01T00:00:00",
 )  # fmt: skip
 
 
