@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from cohortflow.warehouse import Warehouse
@@ -35,3 +38,10 @@ def expected(model: NaiveModel) -> dict[str, Any]:
         "lessons": dict(model.lessons),
         "quarantine": {("test_runs", reason): n for reason, n in model.rejects.items()},
     }
+
+
+def generate(data: Path, *args: str) -> None:
+    """Write a history with the project's generator and exit (no stream, no server)."""
+    command = [sys.executable, "-m", "cohortflow", "generate", "--data-dir", str(data), "--no-stream", *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

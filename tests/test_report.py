@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -17,6 +15,7 @@ from cohortflow.cli import main
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse.postgres import PostgresBackend, redact
 from tests.engines.test_embedded import catch_up
+from tests.helpers import generate
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +24,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("report")
     data, warehouse = root / "data", str(root / "warehouse.db")
     history = ("--history-batches", "12", "--history-students", "120", "--history-test-runs", "6000")
-    command = [sys.executable, "-m", "cohortflow", "generate", "--data-dir", str(data), "--seed", "4"]
-    subprocess.run([*command, "--no-stream", "--dirty-rate", "0.05", *history], check=True, timeout=120)
+    generate(data, "--seed", "4", "--dirty-rate", "0.05", *history)
     with SimulatorProcess(data, "--no-stream", "--serve") as sim:
         assert catch_up(data, sim.url, warehouse).returncode == 0
     return data, warehouse

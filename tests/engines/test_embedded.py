@@ -21,7 +21,7 @@ from cohortflow.engines.embedded import HEALTH_KEY, EmbeddedEngine
 from cohortflow.errors import WarehouseError
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
-from tests.helpers import expected, snapshot
+from tests.helpers import expected, generate, snapshot
 from tests.naive import recompute
 
 HISTORY = ("--history-batches", "130", "--history-students", "900", "--history-test-runs", "40000")
@@ -165,25 +165,7 @@ def _wait_for(condition: Callable[[], bool], runner: _EngineThread, timeout: flo
 def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Path) -> None:
     data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
     small = ("--history-batches", "20", "--history-students", "150", "--history-test-runs", "5000")
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cohortflow",
-            "generate",
-            "--data-dir",
-            str(data),
-            "--seed",
-            "5",
-            "--no-stream",
-            *small,
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
+    generate(data, "--seed", "5", *small)
     # A bound socket that never listens refuses connections: the API is down, and no other
     # process can take the port before the simulator does.
     holder = socket.socket()
@@ -245,24 +227,7 @@ def test_a_students_db_locked_for_long_is_retried_not_fatal(
 ) -> None:
     data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
     small = ("--history-batches", "3", "--history-students", "40", "--history-test-runs", "500")
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cohortflow",
-            "generate",
-            "--data-dir",
-            str(data),
-            "--seed",
-            "8",
-            "--no-stream",
-            *small,
-        ],
-        check=False,
-        capture_output=True,
-        timeout=120,
-    )
-    assert made.returncode == 0
+    generate(data, "--seed", "8", *small)
     locker = sqlite3.connect(data / "students.db", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")  # an upstream writer stuck mid-commit, longer than our 2 s patience
     with SimulatorProcess(data, "--no-stream", "--serve") as sim:

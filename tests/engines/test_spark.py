@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 from tests.engines.test_embedded import MESSY, assert_matches_recompute, catch_up, pipeline_cmd
-from tests.helpers import snapshot
+from tests.helpers import generate, snapshot
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]
 
@@ -34,17 +33,12 @@ def spark_args(checkpoint: Path, *extra: str) -> tuple[str, ...]:
     return ("--engine", "spark", "--checkpoint", str(checkpoint), *extra)
 
 
-def _generate(data: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "cohortflow", "generate", "--data-dir", str(data), "--no-stream", *args]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
 @pytest.mark.parametrize("spark_warehouse", ["sqlite", "postgres"])
 def test_spark_and_embedded_engines_build_identical_tables(
     tmp_path: Path, spark_warehouse: str, request: pytest.FixtureRequest
 ) -> None:
     data = tmp_path / "data"
-    _generate(data, "--seed", "21", *HISTORY, *MESSY)
+    generate(data, "--seed", "21", *HISTORY, *MESSY)
     embedded_wh = str(tmp_path / "embedded.db")
     spark_wh = (
         request.getfixturevalue("pg_url") if spark_warehouse == "postgres" else str(tmp_path / "spark.db")
@@ -109,7 +103,7 @@ def test_spark_driver_killed_mid_stream_recovers_from_its_checkpoint(tmp_path: P
 
 def test_a_failed_query_is_reported_as_one_clear_error(tmp_path: Path) -> None:
     data, warehouse, checkpoint = tmp_path / "data", str(tmp_path / "wh.db"), tmp_path / "checkpoint"
-    _generate(
+    generate(
         data,
         "--seed",
         "25",

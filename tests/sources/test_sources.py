@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,6 +13,7 @@ from cohortflow.contract import STUDENTS_TABLE_DDL
 from cohortflow.errors import SourceError, SourceReset
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, StudentsCursor, StudentsTable, TestRunLog
+from tests.helpers import generate
 from tests.naive import all_batches
 
 RUN = b'{"result": "1/1", "student_id", 1, "lesson_id": 2}\n'
@@ -125,8 +124,7 @@ def api_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A frozen history with more than two pages of batches."""
     data = tmp_path_factory.mktemp("api") / "data"
     history = ("--history-batches", "250", "--history-students", "10", "--history-test-runs", "10")
-    command = [sys.executable, "-m", "cohortflow", "generate", "--data-dir", str(data), "--seed", "9"]
-    subprocess.run([*command, "--no-stream", *history], check=True, capture_output=True, timeout=120)
+    generate(data, "--seed", "9", *history)
     return data
 
 
