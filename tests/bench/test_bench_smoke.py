@@ -18,8 +18,10 @@ from tests.support import in_ci
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import common  # noqa: E402
 import floor  # noqa: E402
 import naive_baseline  # noqa: E402
+import suite  # noqa: E402
 
 TRICKY = [
     b'{"result": "3/3", "student_id", 1, "lesson_title": "Late Title"}',
@@ -81,6 +83,16 @@ def test_naive_baseline_judges_lines_like_the_naive_reference() -> None:
         assert (got is None) == (run is None), line
         if run is not None and got is not None:
             assert got == (run["student_id"], run["lesson_id"], run["title"], run["passed"] == run["total"])
+
+
+def test_a_disagreement_with_the_floor_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disagree(run: suite.Run) -> None:
+        common.compare("engine", {1: (3, 1)}, {1: (3, 2)})
+
+    monkeypatch.setitem(suite.STEPS, "backfill", disagree)
+    assert suite.main(["--only", "backfill", "--no-docs", "--out", str(tmp_path)]) == 2
+    results = json.loads((tmp_path / "results-full.json").read_text())["results"]
+    assert "MISMATCH" in results[0]["measured"] and "(1, (3, 1), (3, 2))" in results[0]["measured"]
 
 
 def _postgres_args() -> list[str]:
