@@ -249,3 +249,42 @@ def test_a_students_db_locked_for_long_is_retried_not_fatal(
             locker.close()
             runner.finish()
     assert any("trying again" in r.getMessage() for r in caplog.records)
+
+
+def test_once_stops_at_the_end_it_saw_while_writers_go_on(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    with SimulatorProcess(data, "--seed", "31", "--interval-ms", "2", *HISTORY) as sim:
+        done = catch_up(data, sim.url, warehouse)  # the simulator never stops writing meanwhile
+        assert done.returncode == 0, done.stderr
+        size_after = (data / "test_runs.log").stat().st_size
+    with open_warehouse(warehouse) as wh:
+        reached = wh.state()["cursor:test_runs"]["offset"]
+    assert 0 < reached <= size_after
+
+
+def test_once_waits_out_a_locked_students_db_and_still_reaches_the_end(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    generate(
+        data,
+        "--seed",
+        "9",
+        "--history-batches",
+        "3",
+        "--history-students",
+        "40",
+        "--history-test-runs",
+        "800",
+    )
+    with SimulatorProcess(data, "--no-stream", "--serve") as sim:
+        locker = sqlite3.connect(data / "students.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # after the simulator started: it reads students.db too
+        proc = subprocess.Popen(
+            pipeline_cmd(data, sim.url, warehouse, "--once"), stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(3)
+        locker.execute("ROLLBACK")
+        locker.close()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "trying again" in err
+        assert_matches_recompute(data, sim.url, warehouse)

@@ -130,16 +130,35 @@ class EmbeddedEngine:
         try:
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
+            ends: tuple[int, int] | None = None
             while not stop.is_set():
+                if self.config.once and ends is None:
+                    ends = self._source_ends()
                 stats = self._tick_guarded(stop)
                 _add(totals, stats)
-                if self.config.once and stats.empty and self._caught_up():
+                if ends is not None and (stats.empty or self._reached(ends)) and self._caught_up():
                     break
                 if stats.empty:
                     stop.wait(self.config.poll_seconds)
         finally:
             self.close()
         return totals
+
+    def _source_ends(self) -> tuple[int, int] | None:
+        """Where ``--once`` stops: the log's last complete line and the newest student, now.
+
+        None while a source cannot answer (asked again before the next tick). No identity check
+        here: a reset is for the ticks to handle.
+        """
+        try:
+            return self.log.aligned_end(LogCursor()).offset, self.students.max_id()
+        except SourceUnavailable as exc:
+            log.warning("%s; trying again", exc)
+            return None
+
+    def _reached(self, ends: tuple[int, int]) -> bool:
+        """Whether the committed cursors passed the ends ``--once`` aims at (writers may go on)."""
+        return self.cursors.log.offset >= ends[0] and self.cursors.students.last_id >= ends[1]
 
     def _caught_up(self) -> bool:
         if self.batches.settled:
@@ -170,7 +189,7 @@ class EmbeddedEngine:
             return TickStats(restarted=True)
         except SourceUnavailable as exc:
             log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
-            return TickStats()
+            return TickStats(restarted=True)
 
     def _reconnect(self, stop: threading.Event) -> None:
         """(Re)open the warehouse with backoff and load the committed cursors."""
@@ -247,7 +266,8 @@ class EmbeddedEngine:
             cursor = chunk.cursor
             stats.lines += chunk.lines.num_rows + len(chunk.oversized)
             stats.log_bytes += chunk.consumed
-            if stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
+            caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
+            if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
                 break
             chunk = self.log.read(cursor, self.config.chunk_bytes)
         return cursor

@@ -102,7 +102,9 @@ class StreamScript:
         if self._rng.random() >= SPLIT_SHARE or len(data) < 2:
             return Burst(data, count)
         split_at = int(self._rng.integers(1, len(data)))
-        return Burst(data, count, split_at, float(self._rng.uniform(0.001, self._max_pause)))
+        # The pause between a burst's two pieces; at very short intervals it may be under 1 ms.
+        low = min(0.001, self._max_pause)
+        return Burst(data, count, split_at, float(self._rng.uniform(low, self._max_pause)))
 
 
 class LogAppender:

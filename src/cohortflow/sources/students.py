@@ -169,8 +169,11 @@ class StudentsTable:
             return 0
         try:
             row = conn.execute("SELECT max(id) FROM students").fetchone()
-        except sqlite3.OperationalError:
-            return 0
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            msg = f"cannot read `{self.name}`: {exc}"
+            raise SourceUnavailable(msg) from exc  # locked: "0 students" would be a lie
         finally:
             conn.close()
         return int(row[0] or 0)

@@ -71,11 +71,13 @@ TEMP_TABLES: Final = (
     "{temp_table} touched_students (id {bigint} PRIMARY KEY)",
     "{temp_table} touched_batches (id {bigint} PRIMARY KEY)",
     "{temp_table} touched_titles (title TEXT PRIMARY KEY)",
+    "{temp_table} batch_figures (id {bigint} PRIMARY KEY, total {bigint}, done {bigint})",
 )
 CLEAR_TEMP: Final = (
     "DELETE FROM touched_students",
     "DELETE FROM touched_batches",
     "DELETE FROM touched_titles",
+    "DELETE FROM batch_figures",
 )
 DATA_TABLES: Final = (
     "batches",
@@ -120,23 +122,26 @@ FINISH: Final = (
     {_RESOLVABLE_PENDING} ON CONFLICT DO NOTHING""",
     """DELETE FROM pending_title_completions WHERE lesson_title IN (
         SELECT t.title FROM touched_titles t JOIN lessons l ON l.title = t.title)""",
-    """UPDATE students SET lessons_completed = f.n
-    FROM (SELECT t.id, (SELECT count(*) FROM lesson_completions c WHERE c.student_id = t.id) AS n
-          FROM touched_students t) AS f
-    WHERE students.id = f.id AND students.lessons_completed <> f.n""",
+    # Driven by the touched keys (PK lookups): never a scan of all students.
+    """UPDATE students SET lessons_completed =
+        (SELECT count(*) FROM lesson_completions c WHERE c.student_id = students.id)
+    WHERE id IN (SELECT id FROM touched_students)""",
     """INSERT INTO touched_batches (id)
-    SELECT DISTINCT s.batch_id FROM students s JOIN touched_students t ON t.id = s.id WHERE TRUE
+    SELECT DISTINCT batch_id FROM students WHERE id IN (SELECT id FROM touched_students)
     ON CONFLICT DO NOTHING""",
+    """INSERT INTO batch_figures (id, total, done)
+    SELECT t.id,
+        (SELECT count(*) FROM students s WHERE s.batch_id = t.id),
+        (SELECT count(*) FROM students s WHERE s.batch_id = t.id AND s.lessons_completed >= 3)
+    FROM touched_batches t WHERE TRUE""",
 )
-RECOMPUTE_BATCHES: Final = """UPDATE batches SET students_total = f.total, students_completed_3plus = f.done,
+# Only batches whose figures changed get a new updated_at.
+RECOMPUTE_BATCHES: Final = """UPDATE batches SET
+        students_total = (SELECT f.total FROM batch_figures f WHERE f.id = batches.id),
+        students_completed_3plus = (SELECT f.done FROM batch_figures f WHERE f.id = batches.id),
         updated_at = ?
-    FROM (SELECT t.id,
-            (SELECT count(*) FROM students s WHERE s.batch_id = t.id) AS total,
-            (SELECT count(*) FROM students s
-             WHERE s.batch_id = t.id AND s.lessons_completed >= 3) AS done
-          FROM touched_batches t) AS f
-    WHERE batches.id = f.id
-      AND (batches.students_total <> f.total OR batches.students_completed_3plus <> f.done)"""
+    WHERE id IN (SELECT f.id FROM batch_figures f JOIN batches b ON b.id = f.id
+                 WHERE b.students_total <> f.total OR b.students_completed_3plus <> f.done)"""
 
 LEADERBOARD: Final = """SELECT rank, batch_id, name, students_completed_3plus, students_total,
     created_at, updated_at FROM batch_leaderboard ORDER BY rank, batch_id LIMIT ?"""
