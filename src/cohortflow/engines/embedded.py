@@ -210,16 +210,17 @@ class EmbeddedEngine:
 
     def tick(self, stop: threading.Event | None = None) -> TickStats:
         """Read what is new, then commit it with the advanced cursors in one transaction."""
-        reads = _Reads(self._read_batches(), self._read_students(), self._read_log())
-        if reads.batches is None and reads.students is None and reads.chunk is None:
-            self._report_health()
-            return TickStats()
         stats = TickStats()
         try:
+            students, chunk = self._read_students(), self._read_log()
+            reads = _Reads(self.batches.take(), students, chunk)  # taken last: the others may raise
+            if reads.batches is None and reads.students is None and reads.chunk is None:
+                self._report_health()
+                return stats
             with self.warehouse.transaction() as tx:
                 cursors = self._stage(tx, reads, stats, stop)
         except BaseException:
-            self.batches.rewind(self.cursors.batches)  # what it read ahead was not committed
+            self.batches.rewind(self.cursors.batches)  # batches taken but not committed: read again
             raise
         self.cursors = cursors
         self._report_health()
@@ -277,9 +278,6 @@ class EmbeddedEngine:
 
     def _read_students(self) -> StudentsPage | None:
         return self.students.read(self.cursors.students)
-
-    def _read_batches(self) -> BatchesRead | None:
-        return self.batches.take()
 
     def _report_health(self) -> None:
         """Record the batch API's health for `cohortflow status` when it changes."""
