@@ -235,26 +235,26 @@ def parse_runs(batch: pa.RecordBatch | pa.Table) -> pa.Table:
 
 
 def _restore_raw_bytes(runs: pa.Table, batch: pa.RecordBatch | pa.Table, raw: pa.Table) -> pa.Table:
-    """Put an escaped copy of undecodable lines into ``raw`` (DuckDB only saw blanks)."""
+    """Put an escaped copy of undecodable lines into ``raw`` (DuckDB only saw blanks).
+
+    Only the few bad lines are touched in Python; the columns stay in Arrow.
+    """
     flags = raw.column("bad_utf8")
     if not pc.any(flags).as_py():
         return runs
-    bad = np.asarray(flags.to_pylist(), dtype=bool)
-    source = pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch
-    offsets = source.column("offset").to_pylist()
-    lines = source.column("line").to_pylist()
-    escaped = {
-        int(offsets[i]): lines[i]
-        .rstrip(b"\r\n")
-        .decode("utf-8", "backslashreplace")[:RAW_TEXT_LIMIT]
-        .replace("\x00", "\ufffd")
-        for i in np.flatnonzero(bad)
-    }
-    raws = runs.column("raw").to_pylist()
-    for i, offset in enumerate(runs.column("offset").to_pylist()):
-        if offset in escaped:
-            raws[i] = escaped[offset]
-    return runs.set_column(runs.schema.get_field_index("raw"), "raw", pa.array(raws, pa.string()))
+    source = (pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch).filter(flags)
+    escaped = pa.array(
+        [
+            line.rstrip(b"\r\n")
+            .decode("utf-8", "backslashreplace")[:RAW_TEXT_LIMIT]
+            .replace("\x00", "\ufffd")
+            for line in source.column("line").to_pylist()
+        ],
+        pa.string(),
+    )
+    where = pc.index_in(runs.column("offset"), value_set=source.column("offset").combine_chunks())
+    fixed = pc.coalesce(pc.take(escaped, where), runs.column("raw"))
+    return runs.set_column(runs.schema.get_field_index("raw"), "raw", fixed)
 
 
 @dataclass(frozen=True)
