@@ -63,7 +63,6 @@ class StudentsTable:
         self.busy_ms = busy_ms
         self.recheck_seconds = recheck_seconds
         self._idle_at: tuple[object, ...] | None = None
-        self._pending_fingerprint: tuple[object, ...] | None = None
         self._idle_since = 0.0
 
     def _fingerprint(self) -> tuple[object, ...] | None:
@@ -81,13 +80,10 @@ class StudentsTable:
             wal_state = None
         return (stat.st_ino, stat.st_size, counter, wal_state)
 
-    def _unchanged_since_idle(self) -> bool:
-        fingerprint = self._fingerprint()
+    def _still_idle(self, fingerprint: tuple[object, ...] | None) -> bool:
+        """True when nothing was committed since a read that found no new students."""
         recent = time.monotonic() - self._idle_since < self.recheck_seconds
-        if fingerprint is not None and fingerprint == self._idle_at and recent:
-            return True
-        self._pending_fingerprint = fingerprint
-        return False
+        return fingerprint is not None and fingerprint == self._idle_at and recent
 
     def _connect(self) -> sqlite3.Connection | None:
         if not self.path.exists():
@@ -103,7 +99,8 @@ class StudentsTable:
 
     def read(self, cursor: StudentsCursor) -> StudentsPage | None:
         """Students with id above the cursor (one page), or None when there are none."""
-        if self._unchanged_since_idle():
+        fingerprint = self._fingerprint()  # taken before the query: a later commit changes it
+        if self._still_idle(fingerprint):
             return None
         conn = self._connect()
         if conn is None:
@@ -115,7 +112,7 @@ class StudentsTable:
         finally:
             conn.close()
         if not rows:
-            self._idle_at, self._idle_since = self._pending_fingerprint, time.monotonic()
+            self._idle_at, self._idle_since = fingerprint, time.monotonic()
             return None
         self._idle_at = None
         return self._page(rows)
