@@ -69,12 +69,12 @@ class TickStats:
     lines: int = 0
     log_bytes: int = 0
     quarantined: int = 0
-    restarted: bool = False
+    again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
 
     @property
     def empty(self) -> bool:
         """Whether the tick found nothing new at all."""
-        return not (self.batches or self.students or self.log_bytes or self.restarted)
+        return not (self.batches or self.students or self.log_bytes or self.again)
 
 
 @dataclass
@@ -182,14 +182,14 @@ class EmbeddedEngine:
             self.warehouse.wipe()
             self.cursors = Cursors()
             self.batches.rewind(self.cursors.batches)
-            return TickStats(restarted=True)
+            return TickStats(again=True)
         except WarehouseUnavailable as exc:
             log.warning("warehouse unreachable (%s); reconnecting", exc)
             self._reconnect(stop)
-            return TickStats(restarted=True)
+            return TickStats(again=True)
         except SourceUnavailable as exc:
             log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
-            return TickStats(restarted=True)
+            return TickStats(again=True)
 
     def _reconnect(self, stop: threading.Event) -> None:
         """(Re)open the warehouse with backoff and load the committed cursors."""
