@@ -20,7 +20,7 @@ import numpy as np
 
 from cohortflow.config import PipelineConfig
 from cohortflow.engines.embedded import EmbeddedEngine
-from cohortflow.simulator.test_runs import draw_runs, render
+from cohortflow.simulator.runs import draw_runs, render
 from common import Result, Sizes, median, status
 
 DELTA_BYTES = 1 << 20

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ class _Group(click.Group):
 @click.version_option(package_name="cohortflow")
 def main() -> None:
     """Exactly-once streaming analytics for a coding school's test runs."""
+    _configure_logging()
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _source_options(func: Any) -> Any:
@@ -148,6 +156,7 @@ def _config(**values: Any) -> PipelineConfig:
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
+    from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
 
     config = _config(**options)
@@ -155,9 +164,11 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=True)
-    progress = not quiet and config.once and console.is_terminal
-    runner = make_engine(engine, config, progress=progress)
-    totals = runner.run(stop)
+    with ExitStack() as scope:
+        on_commit = None
+        if not quiet and config.once and console.is_terminal:
+            on_commit = scope.enter_context(backfill_progress(config.test_runs_log))
+        totals = make_engine(engine, config, on_commit).run(stop)
     if not quiet:
         console.print(
             f"ingested {totals.lines} test-run lines, {totals.students} students, "
@@ -241,7 +252,4 @@ def _load_commands() -> None:
         main.add_command(command)
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-for _noisy in ("httpx", "py4j"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
 _load_commands()

@@ -1,9 +1,11 @@
-"""Terminal views: the backfill progress bar."""
+"""Terminal views: the backfill progress bar, an observer of the engine's commits."""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from rich.progress import (
     BarColumn,
@@ -13,25 +15,25 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-if TYPE_CHECKING:
-    from cohortflow.engines.embedded import Cursors, EmbeddedEngine, TickStats
+from cohortflow.state import Cursors, OnCommit, TickStats
 
 
-class BackfillProgress:
-    """Run an engine with a progress bar over the log's bytes (for `run --once` on a terminal)."""
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
-    def __init__(self, engine: EmbeddedEngine) -> None:
-        self.engine = engine
 
-    def run(self, stop: threading.Event | None = None) -> TickStats:
-        """Run the engine, advancing the bar at every commit."""
-        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-        with Progress("[progress.description]{task.description}", *columns, transient=True) as bar:
-            task = bar.add_task(self.engine.log.name, total=self.engine.log.size())
+@contextmanager
+def backfill_progress(log_path: Path) -> Iterator[OnCommit]:
+    """A progress bar over the log's bytes; yields the ``on_commit`` callback that advances it."""
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress("[progress.description]{task.description}", *columns, transient=True) as bar:
+        task = bar.add_task(str(log_path), total=_size(log_path))
 
-            def advance(_: TickStats, cursors: Cursors) -> None:
-                size = self.engine.log.size()
-                bar.update(task, completed=cursors.log.offset, total=max(size, cursors.log.offset))
+        def advance(_: TickStats, cursors: Cursors) -> None:
+            size = _size(log_path)
+            bar.update(task, completed=cursors.log.offset, total=max(size, cursors.log.offset))
 
-            self.engine.on_commit = advance
-            return self.engine.run(stop)
+        yield advance

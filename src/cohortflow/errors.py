@@ -1,28 +1,47 @@
 """The one exception hierarchy of cohortflow.
 
     CohortflowError
-    ├── ConfigError          bad option or environment value (terminal)
+    ├── ConfigError          bad option, path, URL or environment value (terminal, fail at once)
     ├── SourceError          a source cannot be read as the contract says
-    │   ├── SourceUnavailable    transient: retry with backoff
-    │   └── SourceReset          the source went back in time (terminal unless --on-reset restart)
-    ├── WarehouseError       the warehouse refused a statement or is unreachable
+    │   ├── SourceUnavailable    transient: retry with backoff (locked, down, missing for now)
+    │   ├── SourceBlocked        cannot be read until someone acts (e.g. read-only media); retried slowly
+    │   ├── SourceLimit          the upstream cannot serve what the contract needs (terminal for that source)
+    │   └── SourceReset          the source really started over (terminal unless --on-reset restart)
+    ├── WarehouseError       the warehouse refused a statement
     │   ├── WarehouseUnavailable transient: reconnect with backoff
-    │   └── WarehouseLocked      another pipeline holds the warehouse (terminal)
+    │   ├── WarehouseLocked      another pipeline holds the warehouse (terminal)
+    │   └── WarehouseGone        the warehouse file was deleted or replaced under us (terminal)
     └── EngineError          an engine (e.g. Spark) failed
 
-Messages say what, where and how to fix it. Outside exceptions are wrapped at
-the boundary with ``raise ... from exc``.
+Each class carries its own ``hint`` (how to fix it, written once) and whether
+it is ``transient``; callers decide by type, never by message text. Outside
+exceptions are wrapped at the boundary with ``raise ... from exc``.
 """
+
+from __future__ import annotations
 
 
 class CohortflowError(Exception):
-    """Base of every error cohortflow raises on purpose."""
+    """Base of every error cohortflow raises on purpose.
+
+    ``str(error)`` is the message followed by the class's hint, if any.
+    """
 
     transient = False
+    hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class ConfigError(CohortflowError):
-    """An option or environment variable has a value we cannot use."""
+    """An option, path, URL or environment variable has a value we cannot use."""
 
 
 class SourceError(CohortflowError):
@@ -35,8 +54,24 @@ class SourceUnavailable(SourceError):
     transient = True
 
 
+class SourceBlocked(SourceError):
+    """A source cannot be read until someone acts (the hint says what); retried slowly."""
+
+    transient = True
+
+
+class SourceLimit(SourceError):
+    """The upstream cannot serve what the contract needs (e.g. >100 batches in one second)."""
+
+
 class SourceReset(SourceError):
-    """A source went back in time (file truncated or replaced, rows vanished)."""
+    """A source really started over (log replaced, student ids restarted)."""
+
+    hint = "rebuild the warehouse from the current sources with `cohortflow run --on-reset restart`"
+
+    def __init__(self, source: str, what: str) -> None:
+        super().__init__(f"`{source}` was reset: {what}")
+        self.source = source
 
 
 class WarehouseError(CohortflowError):
@@ -51,6 +86,14 @@ class WarehouseUnavailable(WarehouseError):
 
 class WarehouseLocked(WarehouseError):
     """Another pipeline already writes to this warehouse."""
+
+    hint = "stop it first, or use another --warehouse"
+
+
+class WarehouseGone(WarehouseError):
+    """The warehouse file was deleted or replaced while we wrote to it."""
+
+    hint = "restart the pipeline to create or reopen it (nothing was written into the old file)"
 
 
 class EngineError(CohortflowError):

@@ -11,9 +11,9 @@ from typing import Any
 from rich.table import Table
 
 from cohortflow.config import PipelineConfig
-from cohortflow.engines.embedded import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors
 from cohortflow.errors import CohortflowError
-from cohortflow.sources import BatchApi, StudentsTable, TestRunLog
+from cohortflow.sources import BatchApi, RunLog, StudentsTable
+from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors
 from cohortflow.warehouse import Warehouse
 
 LEADERBOARD_COLUMNS = ("rank", "batch_id", "name", "students_completed_3plus", "students_total")
@@ -71,7 +71,7 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
         SourceStatus(
             "test_runs",
             f"byte {cursors.log.offset}",
-            _lag(lambda: f"{max(0, TestRunLog(config.test_runs_log).size() - cursors.log.offset)} bytes"),
+            _lag(lambda: f"{max(0, RunLog(config.test_runs_log).size() - cursors.log.offset)} bytes"),
             rows.get(LOG_KEY, (None, None))[1],
             "ok",
         ),

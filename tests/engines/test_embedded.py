@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from cohortflow.config import PipelineConfig
-from cohortflow.engines.embedded import HEALTH_KEY, EmbeddedEngine
+from cohortflow.engines.embedded import EmbeddedEngine
 from cohortflow.errors import WarehouseError
 from cohortflow.simulator.process import SimulatorProcess
+from cohortflow.state import HEALTH_KEY
 from cohortflow.warehouse import open_warehouse
 from tests.helpers import expected, generate, snapshot
 from tests.naive import recompute

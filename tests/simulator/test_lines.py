@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cohortflow.simulator.catalogue import LESSONS, LessonForm
 from cohortflow.simulator.dirty import DIRTY_KINDS, DirtyKind, dirty_line, with_dirt
-from cohortflow.simulator.test_runs import (
+from cohortflow.simulator.runs import (
     Run,
     draw_runs,
     draw_student_ids,

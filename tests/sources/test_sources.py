@@ -12,14 +12,14 @@ import pytest
 from cohortflow.contract import STUDENTS_TABLE_DDL
 from cohortflow.errors import SourceError, SourceReset
 from cohortflow.simulator.process import SimulatorProcess
-from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, StudentsCursor, StudentsTable, TestRunLog
+from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, RunLog, StudentsCursor, StudentsTable
 from tests.helpers import generate
 from tests.naive import all_batches
 
 RUN = b'{"result": "1/1", "student_id", 1, "lesson_id": 2}\n'
 
 
-def _drain(log: TestRunLog, cursor: LogCursor, max_bytes: int = 1 << 20) -> tuple[list[bytes], LogCursor]:
+def _drain(log: RunLog, cursor: LogCursor, max_bytes: int = 1 << 20) -> tuple[list[bytes], LogCursor]:
     lines: list[bytes] = []
     while (chunk := log.read(cursor, max_bytes)) is not None:
         lines += chunk.lines.column("line").to_pylist()
@@ -30,7 +30,7 @@ def _drain(log: TestRunLog, cursor: LogCursor, max_bytes: int = 1 << 20) -> tupl
 def test_half_written_last_line_waits_for_its_newline(tmp_path: Path) -> None:
     path = tmp_path / "test_runs.log"
     path.write_bytes(RUN + RUN[:20])
-    log = TestRunLog(path)
+    log = RunLog(path)
     lines, cursor = _drain(log, LogCursor())
     assert lines == [RUN]
     assert cursor.offset == len(RUN)
@@ -45,7 +45,7 @@ def test_chunks_cut_at_newlines_whatever_the_budget(tmp_path: Path) -> None:
     path = tmp_path / "test_runs.log"
     path.write_bytes(RUN * 50)
     for budget in (len(RUN) - 1, len(RUN), len(RUN) + 1, 7 * len(RUN) + 3):
-        lines, cursor = _drain(TestRunLog(path), LogCursor(), budget)
+        lines, cursor = _drain(RunLog(path), LogCursor(), budget)
         assert lines == [RUN] * 50, budget
         assert cursor.offset == 50 * len(RUN)
 
@@ -53,7 +53,7 @@ def test_chunks_cut_at_newlines_whatever_the_budget(tmp_path: Path) -> None:
 def test_a_line_longer_than_the_limit_is_set_aside_whole(tmp_path: Path) -> None:
     path = tmp_path / "test_runs.log"
     path.write_bytes(RUN + b"x" * 5000 + b"\n" + RUN)
-    log = TestRunLog(path, max_line_bytes=1000)
+    log = RunLog(path, max_line_bytes=1000)
     cursor, seen, oversized = LogCursor(), [], []
     while (chunk := log.read(cursor, 512)) is not None:
         seen += chunk.lines.column("line").to_pylist()
@@ -68,7 +68,7 @@ def test_a_line_longer_than_the_limit_is_set_aside_whole(tmp_path: Path) -> None
 def test_log_reset_is_detected(tmp_path: Path, how: str) -> None:
     path = tmp_path / "test_runs.log"
     path.write_bytes(RUN * 10)
-    log = TestRunLog(path)
+    log = RunLog(path)
     _, cursor = _drain(log, LogCursor())
     if how == "truncated":
         os.truncate(path, len(RUN))

@@ -12,69 +12,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from cohortflow.config import PipelineConfig
-from cohortflow.console import BackfillProgress
 from cohortflow.errors import SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.parse import parse_runs, summarise_runs
+from cohortflow.retry import Backoff
 from cohortflow.sources import (
     BatchApi,
-    BatchesCursor,
     LogCursor,
-    StudentsCursor,
+    RunLog,
     StudentsTable,
-    TestRunLog,
 )
 from cohortflow.sources.batches import BatchesRead
-from cohortflow.sources.prefetch import Backoff, BatchPrefetcher
+from cohortflow.sources.prefetch import BatchPrefetcher
+from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
-from cohortflow.sources.test_runs import LogChunk
+from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
-log = logging.getLogger("cohortflow.engine")
-
-LOG_KEY = "cursor:test_runs"
-STUDENTS_KEY = "cursor:students"
-BATCHES_KEY = "cursor:batches"
-HEALTH_KEY = "health:batches"
-
-
-@dataclass(frozen=True)
-class Cursors:
-    """Where each source was read up to, as committed in the warehouse."""
-
-    log: LogCursor = field(default_factory=LogCursor)
-    students: StudentsCursor = field(default_factory=StudentsCursor)
-    batches: BatchesCursor = field(default_factory=BatchesCursor)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Cursors:
-        """Load the committed cursors (missing ones start from the beginning)."""
-        return cls(
-            LogCursor.from_json(state.get(LOG_KEY)),
-            StudentsCursor.from_json(state.get(STUDENTS_KEY)),
-            BatchesCursor.from_json(state.get(BATCHES_KEY)),
-        )
-
-
-@dataclass
-class TickStats:
-    """What one tick committed."""
-
-    batches: int = 0
-    students: int = 0
-    lines: int = 0
-    log_bytes: int = 0
-    quarantined: int = 0
-    again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
-
-    @property
-    def empty(self) -> bool:
-        """Whether the tick found nothing new at all."""
-        return not (self.batches or self.students or self.log_bytes or self.again)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,23 +50,17 @@ class EmbeddedEngine:
         self,
         config: PipelineConfig,
         warehouse: Warehouse | None = None,
-        on_commit: Callable[[TickStats, Cursors], None] | None = None,
+        on_commit: OnCommit | None = None,
     ) -> None:
         self.config = config
         self.warehouse = warehouse or open_warehouse(config.warehouse, writer=True)
-        self.log = TestRunLog(config.test_runs_log)
+        self.log = RunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
         self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
         self.on_commit = on_commit
         self.cursors = Cursors()
         self._health_reported: str | None = None
-
-    @classmethod
-    def build(cls, config: PipelineConfig, progress: bool = False) -> EmbeddedEngine | BackfillProgress:
-        """The engine, wrapped in a progress bar when asked."""
-        engine = cls(config)
-        return BackfillProgress(engine) if progress else engine
 
     def open(self) -> None:
         """Create the schema, take the writer lease and load committed cursors."""
@@ -135,7 +86,7 @@ class EmbeddedEngine:
                 if self.config.once and ends is None:
                     ends = self._source_ends()
                 stats = self._tick_guarded(stop)
-                _add(totals, stats)
+                totals.add(stats)
                 if ends is not None and (stats.empty or self._reached(ends)) and self._caught_up():
                     break
                 if stats.empty:
@@ -289,11 +240,3 @@ class EmbeddedEngine:
         with self.warehouse.transaction() as tx:
             tx.set_state(HEALTH_KEY, health)
         self._health_reported = error
-
-
-def _add(totals: TickStats, stats: TickStats) -> None:
-    totals.batches += stats.batches
-    totals.students += stats.students
-    totals.lines += stats.lines
-    totals.log_bytes += stats.log_bytes
-    totals.quarantined += stats.quarantined

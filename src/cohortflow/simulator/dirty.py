@@ -27,7 +27,7 @@ from enum import StrEnum
 import numpy as np
 
 from cohortflow.simulator.catalogue import LESSONS, LessonForm
-from cohortflow.simulator.test_runs import (
+from cohortflow.simulator.runs import (
     Rendered,
     Run,
     RunColumns,

@@ -29,8 +29,8 @@ from cohortflow.simulator.catalogue import DEFAULT_MIX, TRACKS, LineMix
 from cohortflow.simulator.clock import SECOND_US, format_many
 from cohortflow.simulator.dirty import with_dirt
 from cohortflow.simulator.names import draw_names
+from cohortflow.simulator.runs import IntArray, draw_runs, render
 from cohortflow.simulator.students import StudentsWriter
-from cohortflow.simulator.test_runs import IntArray, draw_runs, render
 
 RUN_CHUNK = 1 << 17
 STUDENT_CHUNK = 1 << 16

@@ -27,8 +27,8 @@ from cohortflow.simulator.clock import UtcClock, format_us
 from cohortflow.simulator.dirty import with_dirt
 from cohortflow.simulator.history import NEWEST_BATCH_SHARE, RunOptions
 from cohortflow.simulator.names import draw_names
+from cohortflow.simulator.runs import draw_runs, render
 from cohortflow.simulator.students import StudentNotWritten, StudentsWriter
-from cohortflow.simulator.test_runs import draw_runs, render
 
 BATCH_EVERY = 10
 STUDENTS_EVERY = 5

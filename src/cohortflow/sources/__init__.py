@@ -1,14 +1,14 @@
 """Incremental readers of the three upstream sources, each with a typed cursor."""
 
 from cohortflow.sources.batches import BatchApi, BatchesCursor
+from cohortflow.sources.runlog import LogCursor, RunLog
 from cohortflow.sources.students import StudentsCursor, StudentsTable
-from cohortflow.sources.test_runs import LogCursor, TestRunLog
 
 __all__ = [
     "BatchApi",
     "BatchesCursor",
     "LogCursor",
+    "RunLog",
     "StudentsCursor",
     "StudentsTable",
-    "TestRunLog",
 ]

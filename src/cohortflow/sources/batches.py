@@ -136,12 +136,8 @@ class BatchApi:
         served = {item.get("id") for item in page if isinstance(item, dict) and _same_instant(item, cursor)}
         missing = set(cursor.boundary_ids) - served
         if missing and len(page) < BATCH_PAGE_LIMIT:
-            msg = (
-                f"`{self.url}` was reset: batch {min(missing)} created at {cursor.created_at} is no "
-                "longer served; rebuild the warehouse from the current sources with "
-                "`cohortflow run --on-reset restart`"
-            )
-            raise SourceReset(msg)
+            what = f"batch {min(missing)} created at {cursor.created_at} is no longer served"
+            raise SourceReset(self.url, what)
 
     def _get(self, cursor: BatchesCursor) -> list[Any]:
         params = {}

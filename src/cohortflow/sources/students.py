@@ -211,11 +211,7 @@ class StudentsTable:
         return StudentsPage(students, rejects, StudentsCursor(int(last_id), last_created))
 
     def _reset(self, cursor: StudentsCursor, what: str) -> None:
-        msg = (
-            f"`{self.name}` was reset: {what} (we had read up to id {cursor.last_id}); "
-            "rebuild the warehouse from the current sources with `cohortflow run --on-reset restart`"
-        )
-        raise SourceReset(msg)
+        raise SourceReset(self.name, f"{what} (we had read up to id {cursor.last_id})")
 
 
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")

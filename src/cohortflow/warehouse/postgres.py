@@ -58,7 +58,7 @@ class PostgresBackend:
         if not row[0]:
             msg = (
                 f"another cohortflow pipeline is writing to `{self.display}` (it holds advisory lock "
-                f"{WRITER_LOCK_KEY}); stop it first, or use another --warehouse"
+                f"{WRITER_LOCK_KEY})"
             )
             raise WarehouseLocked(msg)
         self._holding = True

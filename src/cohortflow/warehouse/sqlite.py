@@ -50,10 +50,7 @@ class SQLiteBackend:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            msg = (
-                f"another cohortflow pipeline (pid {holder}) is writing to `{self.display}`; "
-                "stop it first, or use another --warehouse"
-            )
+            msg = f"another cohortflow pipeline (pid {holder}) is writing to `{self.display}`"
             raise WarehouseLocked(msg) from exc
         handle.seek(0)
         handle.truncate()

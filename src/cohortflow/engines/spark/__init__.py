@@ -23,11 +23,11 @@ from typing import Any
 import pyspark  # noqa: F401 - fail here, at engine choice, when the [spark] extra is missing
 
 from cohortflow.config import PipelineConfig
-from cohortflow.engines.embedded import TickStats
 from cohortflow.errors import EngineError
+from cohortflow.state import OnCommit, TickStats
 from cohortflow.warehouse import open_warehouse
 
-log = logging.getLogger("cohortflow.spark")
+log = logging.getLogger(__name__)
 
 
 def build_session(master: str, app_name: str = "cohortflow") -> Any:
@@ -59,15 +59,11 @@ def build_session(master: str, app_name: str = "cohortflow") -> Any:
 class SparkEngine:
     """Run the pipeline as a Structured Streaming query."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, on_commit: OnCommit | None = None) -> None:
         self.config = config
+        self.on_commit = on_commit  # TODO(spark): call it per applied micro-batch
         self.checkpoint = Path(config.checkpoint).resolve()
         self.totals = TickStats()
-
-    @classmethod
-    def build(cls, config: PipelineConfig, progress: bool = False) -> SparkEngine:
-        """The engine (Spark shows no progress bar of ours)."""
-        return cls(config)
 
     def run(self, stop: threading.Event | None = None) -> TickStats:
         """Run until caught up (``once``) or stopped; raise EngineError on a failed query."""

@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cohortflow.config import PipelineConfig
-from cohortflow.engines.embedded import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, TickStats
 from cohortflow.parse import DELTA_SCHEMA, delta_from_arrow, summarise_partition
 from cohortflow.records import BatchRecord, StudentRecord
+from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, TickStats
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
-log = logging.getLogger("cohortflow.spark")
+log = logging.getLogger(__name__)
 
 DELTA_DDL = ", ".join(f"{f.name} {'long' if pa.types.is_integer(f.type) else 'string'}" for f in DELTA_SCHEMA)
 
@@ -85,8 +85,7 @@ class WarehouseSink:
                 tx.set_state(cursor_key, offset)
             tx.set_state(key, batch_id)
         self.applied += 1
-        for name in ("lines", "students", "batches", "quarantined"):
-            setattr(self.totals, name, getattr(self.totals, name) + tx.counts.get(name, 0))
+        self.totals.add(TickStats.from_counts(tx.counts))
 
 
 def _stage(tx: Transaction, runs: pa.Table, others: pa.Table) -> None:

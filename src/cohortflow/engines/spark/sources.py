@@ -34,7 +34,7 @@ from pyspark.sql.streaming.datasource import (
     SupportsTriggerAvailableNow,
 )
 
-from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, StudentsCursor, StudentsTable, TestRunLog
+from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, RunLog, StudentsCursor, StudentsTable
 
 ENVELOPE = (
     "source string, file string, offset long, line binary, id long, name string, "
@@ -79,13 +79,13 @@ class LogRange(InputPartition):
         self.start, self.end = start, end
 
 
-class TestRunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """The log by newline-aligned byte offsets, a backfill split over executors."""
 
     __test__ = False
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        self.log = TestRunLog(options["path"])
+        self.log = RunLog(options["path"])
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
         self.chunk_bytes = int(options.get("chunkBytes", str(16 << 20)))
@@ -232,7 +232,7 @@ class _Source(DataSource):
         return ENVELOPE
 
 
-class TestRunsSource(_Source):
+class RunsSource(_Source):
     """``spark.readStream.format("cohortflow_test_runs").option("path", ...)``."""
 
     __test__ = False
@@ -242,7 +242,7 @@ class TestRunsSource(_Source):
         return "cohortflow_test_runs"
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:
-        return TestRunsStreamReader(self.options)
+        return RunsStreamReader(self.options)
 
 
 class StudentsSource(_Source):
@@ -267,4 +267,4 @@ class BatchesSource(_Source):
         return BatchesStreamReader(self.options)
 
 
-SOURCES = (TestRunsSource, StudentsSource, BatchesSource)
+SOURCES = (RunsSource, StudentsSource, BatchesSource)

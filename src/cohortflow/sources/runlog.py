@@ -59,7 +59,7 @@ class LogChunk:
     cursor: LogCursor
 
 
-class TestRunLog:
+class RunLog:
     """An append-only log file read from a cursor."""
 
     __test__ = False  # not a pytest class, despite the name
@@ -189,11 +189,7 @@ class TestRunLog:
         )
 
     def _reset(self, cursor: LogCursor, what: str) -> None:
-        msg = (
-            f"`{self.name}` was reset: {what} (we had read {cursor.offset} bytes of it); "
-            "rebuild the warehouse from the current sources with `cohortflow run --on-reset restart`"
-        )
-        raise SourceReset(msg)
+        raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
 
 
 def _head_sha(fd: int, length: int) -> str:

@@ -1,0 +1,75 @@
+"""The pipeline's shared vocabulary: committed cursors, what a tick did, and state keys.
+
+Engines, the CLI, reports and the dashboard all speak it; none of them
+needs another engine to do so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cohortflow.sources import BatchesCursor, LogCursor, StudentsCursor
+
+LOG_KEY = "cursor:test_runs"
+STUDENTS_KEY = "cursor:students"
+BATCHES_KEY = "cursor:batches"
+HEALTH_KEY = "health:batches"
+
+
+@dataclass(frozen=True)
+class Cursors:
+    """Where each source was read up to, as committed in the warehouse."""
+
+    log: LogCursor = field(default_factory=LogCursor)
+    students: StudentsCursor = field(default_factory=StudentsCursor)
+    batches: BatchesCursor = field(default_factory=BatchesCursor)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Cursors:
+        """Load the committed cursors (missing ones start from the beginning)."""
+        return cls(
+            LogCursor.from_json(state.get(LOG_KEY)),
+            StudentsCursor.from_json(state.get(STUDENTS_KEY)),
+            BatchesCursor.from_json(state.get(BATCHES_KEY)),
+        )
+
+
+@dataclass
+class TickStats:
+    """What one tick committed."""
+
+    batches: int = 0
+    students: int = 0
+    lines: int = 0
+    log_bytes: int = 0
+    quarantined: int = 0
+    again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
+
+    @property
+    def empty(self) -> bool:
+        """Whether the tick found nothing new at all."""
+        return not (self.batches or self.students or self.log_bytes or self.again)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> TickStats:
+        """The stats of a transaction, from its row counts."""
+        return cls(
+            batches=counts.get("batches", 0),
+            students=counts.get("students", 0),
+            lines=counts.get("lines", 0),
+            quarantined=counts.get("quarantined", 0),
+        )
+
+    def add(self, other: TickStats) -> None:
+        """Fold another tick's counts into these totals."""
+        self.batches += other.batches
+        self.students += other.students
+        self.lines += other.lines
+        self.log_bytes += other.log_bytes
+        self.quarantined += other.quarantined
+
+
+OnCommit = Callable[[TickStats, Cursors], None]
+"""Called after each commit with what it committed and the cursors now durable."""
