@@ -3,8 +3,10 @@
     CohortflowError
     ├── ConfigError          bad option, path, URL or environment value (terminal, fail at once)
     ├── SourceError          a source cannot be read as the contract says
-    │   ├── SourceUnavailable    transient: retry with backoff (locked, down, missing for now)
-    │   ├── SourceBlocked        cannot be read until someone acts (e.g. read-only media); retried slowly
+    │   ├── SourceUnavailable    transient: retry with backoff (down, failing)
+    │   │   ├── SourceLocked         the upstream writer holds a lock past our busy timeout
+    │   │   ├── SourceMissing        the file is not there (yet): follow mode waits, --once fails
+    │   │   └── SourceBlocked        cannot be read until someone acts (e.g. read-only media)
     │   ├── SourceLimit          the upstream cannot serve what the contract needs (terminal for that source)
     │   └── SourceReset          the source really started over (terminal unless --on-reset restart)
     ├── WarehouseError       the warehouse refused a statement
@@ -13,8 +15,9 @@
     │   └── WarehouseGone        the warehouse file was deleted or replaced under us (terminal)
     └── EngineError          an engine (e.g. Spark) failed
 
-Each class carries its own ``hint`` (how to fix it, written once) and whether
-it is ``transient``; callers decide by type, never by message text. Outside
+Each class carries its own ``hint`` (how to fix it, written once), whether it
+is ``transient``, and for source errors the ``health`` a source is in while it
+raises them; callers decide by type, never by message text. Outside
 exceptions are wrapped at the boundary with ``raise ... from exc``.
 """
 
@@ -47,6 +50,8 @@ class ConfigError(CohortflowError):
 class SourceError(CohortflowError):
     """A source cannot be read as the data contract says."""
 
+    health = "failing"
+
 
 class SourceUnavailable(SourceError):
     """A source is down for now; retrying later may succeed."""
@@ -54,14 +59,32 @@ class SourceUnavailable(SourceError):
     transient = True
 
 
-class SourceBlocked(SourceError):
+class SourceLocked(SourceUnavailable):
+    """The upstream writer holds its database lock longer than our busy timeout."""
+
+    health = "locked"
+
+
+class SourceMissing(SourceUnavailable):
+    """A source file is not there (yet); follow mode waits for it, ``--once`` fails."""
+
+    health = "waiting"
+
+
+class SourceBlocked(SourceUnavailable):
     """A source cannot be read until someone acts (the hint says what); retried slowly."""
 
-    transient = True
+    health = "blocked"
 
 
 class SourceLimit(SourceError):
-    """The upstream cannot serve what the contract needs (e.g. >100 batches in one second)."""
+    """The upstream cannot serve what the contract needs (e.g. >100 batches in one second).
+
+    The source is retried (the upstream may catch up) while the others flow.
+    """
+
+    transient = True
+    health = "limit"
 
 
 class SourceReset(SourceError):

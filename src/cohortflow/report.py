@@ -12,8 +12,9 @@ from rich.table import Table
 
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import CohortflowError
+from cohortflow.health import SourceHealth, health_key
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
-from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors
+from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors
 from cohortflow.warehouse import Warehouse
 
 LEADERBOARD_COLUMNS = ("rank", "batch_id", "name", "students_completed_3plus", "students_total")
@@ -66,14 +67,17 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
     }
     state = {key: json.loads(value) for key, (value, _) in rows.items()}
     cursors = Cursors.from_state(state)
-    health = state.get(HEALTH_KEY) or {"ok": True}
+
+    def health(source: str) -> SourceHealth:
+        return SourceHealth.from_json(state.get(health_key(source)))
+
     sources = [
         SourceStatus(
             "test_runs",
             f"byte {cursors.log.offset}",
             _lag(lambda: f"{max(0, RunLog(config.test_runs_log).size() - cursors.log.offset)} bytes"),
             rows.get(LOG_KEY, (None, None))[1],
-            "ok",
+            health("test_runs").describe(),
         ),
         SourceStatus(
             "students",
@@ -84,16 +88,14 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
                 )
             ),
             rows.get(STUDENTS_KEY, (None, None))[1],
-            "ok",
+            health("students").describe(),
         ),
         SourceStatus(
             "batches",
             f"{cursors.batches.created_at} ids {list(cursors.batches.boundary_ids)}",
             _lag(lambda: f"{_batches_behind(config, cursors)} batches"),
             rows.get(BATCHES_KEY, (None, None))[1],
-            "ok"
-            if health.get("ok", True)
-            else f"failing ({health.get('failures')}x): {health.get('last_error')}",
+            health("batches").describe(),
         ),
     ]
     return {

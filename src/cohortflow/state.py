@@ -15,7 +15,6 @@ from cohortflow.sources import BatchesCursor, LogCursor, StudentsCursor
 LOG_KEY = "cursor:test_runs"
 STUDENTS_KEY = "cursor:students"
 BATCHES_KEY = "cursor:batches"
-HEALTH_KEY = "health:batches"
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TypeVar
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.errors import SourceError, SourceLimit, SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.health import HealthBoard, health_key
 from cohortflow.parse import parse_runs, summarise_runs
 from cohortflow.retry import Backoff
 from cohortflow.sources import (
@@ -28,10 +32,12 @@ from cohortflow.sources.batches import BatchesRead
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
-from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
+from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -60,7 +66,8 @@ class EmbeddedEngine:
         self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
         self.on_commit = on_commit
         self.cursors = Cursors()
-        self._health_reported: str | None = None
+        self.health = HealthBoard()
+        self.health.adopt("batches", self.batches.backoff)
 
     def open(self) -> None:
         """Create the schema, take the writer lease and load committed cursors."""
@@ -81,13 +88,13 @@ class EmbeddedEngine:
         try:
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
-            ends: tuple[int, int] | None = None
+            goal = _OnceGoal() if self.config.once else None
             while not stop.is_set():
-                if self.config.once and ends is None:
-                    ends = self._source_ends()
+                if goal is not None:
+                    self._aim(goal)
                 stats = self._tick_guarded(stop)
                 totals.add(stats)
-                if ends is not None and (stats.empty or self._reached(ends)) and self._caught_up():
+                if goal is not None and self._finished(goal, stats):
                     break
                 if stats.empty:
                     stop.wait(self.config.poll_seconds)
@@ -95,33 +102,52 @@ class EmbeddedEngine:
             self.close()
         return totals
 
-    def _source_ends(self) -> tuple[int, int] | None:
-        """Where ``--once`` stops: the log's last complete line and the newest student, now.
+    def _aim(self, goal: _OnceGoal) -> None:
+        """Where ``--once`` stops: each source's end as of its first answer (writers may go on).
 
-        None while a source cannot answer (asked again before the next tick). No identity check
-        here: a reset is for the ticks to handle.
+        No identity check here: a reset is for the ticks to handle.
         """
-        try:
-            return self.log.aligned_end(LogCursor()).offset, self.students.max_id()
-        except SourceUnavailable as exc:
-            log.warning("%s; trying again", exc)
-            return None
+        if goal.log_end is None:
+            end = self._guard("test_runs", lambda: self.log.aligned_end(LogCursor()))
+            goal.log_end = None if end is None else end.offset
+        if goal.students_end is None:
+            goal.students_end = self._guard("students", self.students.max_id)
 
-    def _reached(self, ends: tuple[int, int]) -> bool:
-        """Whether the committed cursors passed the ends ``--once`` aims at (writers may go on)."""
-        return self.cursors.log.offset >= ends[0] and self.cursors.students.last_id >= ends[1]
-
-    def _caught_up(self) -> bool:
-        if self.batches.settled:
-            return True
-        backoff = self.batches.backoff
-        if backoff.failures and time.monotonic() - backoff.failing_since > self.config.api_patience:
-            msg = (
-                f"gave up waiting for the batch API after {self.config.api_patience:.0f} s: "
-                f"{backoff.last_error}; the other sources are ingested up to their end"
-            )
+    def _finished(self, goal: _OnceGoal, stats: TickStats) -> bool:
+        """Whether ``--once`` is done; raises naming the sources that could not finish."""
+        idle = stats.empty
+        done = {
+            "test_runs": goal.log_end is not None and (self.cursors.log.offset >= goal.log_end or idle),
+            "students": goal.students_end is not None
+            and (self.cursors.students.last_id >= goal.students_end or idle),
+            "batches": self.batches.settled,
+        }
+        pending = [source for source, finished in done.items() if not finished]
+        if not pending or any(self.health[s].ok for s in pending):
+            return not pending  # a healthy source still has work: keep going
+        if all(self.health.failing_for(s) >= self._patience(s) for s in pending):
+            failed = "; ".join(f"`{s}` {self.health[s].describe()}" for s in pending)
+            msg = f"--once could not finish {failed}; the other sources are ingested up to their end"
             raise SourceUnavailable(msg)
         return False
+
+    def _patience(self, source: str) -> float:
+        """How long ``--once`` retries a source: a missing file is not waited for."""
+        return 0.0 if self.health[source].state == "waiting" else self.config.api_patience
+
+    def _guard(self, source: str, read: Callable[[], _T]) -> _T | None:
+        """Read one source; a transient failure marks its health and yields None (others go on)."""
+        if not self.health.ready(source):
+            return None
+        try:
+            result = read()
+        except SourceReset:
+            raise
+        except SourceError as exc:
+            self.health.failed(source, exc)
+            return None
+        self.health.succeeded(source)
+        return result
 
     def _tick_guarded(self, stop: threading.Event) -> TickStats:
         try:
@@ -137,9 +163,6 @@ class EmbeddedEngine:
         except WarehouseUnavailable as exc:
             log.warning("warehouse unreachable (%s); reconnecting", exc)
             self._reconnect(stop)
-            return TickStats(again=True)
-        except SourceUnavailable as exc:
-            log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
             return TickStats(again=True)
 
     def _reconnect(self, stop: threading.Event) -> None:
@@ -160,24 +183,43 @@ class EmbeddedEngine:
                 stop.wait(max(0.05, backoff.next_at - time.monotonic()))
 
     def tick(self, stop: threading.Event | None = None) -> TickStats:
-        """Read what is new, then commit it with the advanced cursors in one transaction."""
+        """Read what is new, then commit it with the advanced cursors in one transaction.
+
+        Each source is read on its own: one that fails is marked in its health and left for
+        a later tick, and the others are committed without it.
+        """
         stats = TickStats()
         try:
-            students, chunk = self._read_students(), self._read_log()
-            reads = _Reads(self.batches.take(), students, chunk)  # taken last: the others may raise
+            students = self._guard("students", self._read_students)
+            chunk = self._guard("test_runs", self._read_log)
+            reads = _Reads(self._take_batches(), students, chunk)  # taken last: nothing may raise after
             if reads.batches is None and reads.students is None and reads.chunk is None:
                 self._report_health()
                 return stats
             with self.warehouse.transaction() as tx:
                 cursors = self._stage(tx, reads, stats, stop)
+                self._stage_health(tx)
         except BaseException:
             self.batches.rewind(self.cursors.batches)  # batches taken but not committed: read again
             raise
         self.cursors = cursors
-        self._report_health()
         if self.on_commit:
             self.on_commit(stats, cursors)
         return stats
+
+    def _take_batches(self) -> BatchesRead | None:
+        """Every batch read the poller has ready; its failures become the source's health."""
+        try:
+            read = self.batches.take()
+        except SourceLimit as exc:
+            self.health.set("batches", exc.health, str(exc))
+            return None
+        backoff = self.batches.backoff
+        if backoff.failures:
+            self.health.set("batches", "failing", backoff.last_error)
+        elif read is not None or self.batches.settled:
+            self.health.set("batches", "ok", None)
+        return read
 
     def _stage(
         self, tx: Transaction, reads: _Reads, stats: TickStats, stop: threading.Event | None
@@ -221,7 +263,7 @@ class EmbeddedEngine:
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
             if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
                 break
-            chunk = self.log.read(cursor, self.config.chunk_bytes)
+            chunk = self._guard("test_runs", partial(self.log.read, cursor, self.config.chunk_bytes))
         return cursor
 
     def _read_log(self) -> LogChunk | None:
@@ -231,12 +273,21 @@ class EmbeddedEngine:
         return self.students.read(self.cursors.students)
 
     def _report_health(self) -> None:
-        """Record the batch API's health for `cohortflow status` when it changes."""
-        backoff = self.batches.backoff
-        error = backoff.last_error
-        if error == self._health_reported:
-            return
-        health = {"ok": error is None, "failures": backoff.failures, "last_error": error}
-        with self.warehouse.transaction() as tx:
-            tx.set_state(HEALTH_KEY, health)
-        self._health_reported = error
+        """Record changed source healths for `cohortflow status` (outside a data commit)."""
+        changes = self.health.take_changes()
+        if changes:
+            with self.warehouse.transaction() as tx:
+                for source, health in changes.items():
+                    tx.set_state(health_key(source), health.to_json())
+
+    def _stage_health(self, tx: Transaction) -> None:
+        for source, health in self.health.take_changes().items():
+            tx.set_state(health_key(source), health.to_json())
+
+
+@dataclass
+class _OnceGoal:
+    """The sources' ends that ``--once`` aims at, each known once its source first answers."""
+
+    log_end: int | None = None
+    students_end: int | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortflow.contract import format_timestamp, parse_timestamp
-from cohortflow.errors import SourceReset, SourceUnavailable
+from cohortflow.errors import SourceLocked, SourceReset, SourceUnavailable
 from cohortflow.records import StudentRecord
 
 
@@ -139,8 +139,7 @@ class StudentsTable:
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) and not cursor.last_id:
                 return cursor
-            msg = f"cannot read `{self.name}`: {exc}"
-            raise SourceUnavailable(msg) from exc
+            raise _unavailable(self.name, exc) from exc
         finally:
             conn.close()
         return StudentsCursor(int(row[0]), _canonical(row[1])) if row else cursor
@@ -169,8 +168,7 @@ class StudentsTable:
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return 0
-            msg = f"cannot read `{self.name}`: {exc}"
-            raise SourceUnavailable(msg) from exc  # locked: "0 students" would be a lie
+            raise _unavailable(self.name, exc) from exc  # locked: "0 students" would be a lie
         finally:
             conn.close()
         return int(row[0] or 0)
@@ -185,8 +183,7 @@ class StudentsTable:
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) and not cursor.last_id:
                 return []
-            msg = f"cannot read `{self.name}`: {exc}"
-            raise SourceUnavailable(msg) from exc
+            raise _unavailable(self.name, exc) from exc
 
     def _check_cursor_row(self, conn: sqlite3.Connection, cursor: StudentsCursor) -> None:
         """The last student we read must still be there, unchanged."""
@@ -212,6 +209,12 @@ class StudentsTable:
 
     def _reset(self, cursor: StudentsCursor, what: str) -> None:
         raise SourceReset(self.name, f"{what} (we had read up to id {cursor.last_id})")
+
+
+def _unavailable(name: str, exc: sqlite3.Error) -> SourceUnavailable:
+    """A read error as ours: the writer's lock past our busy timeout is SourceLocked."""
+    busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return (SourceLocked if busy else SourceUnavailable)(f"cannot read `{name}`: {exc}")
 
 
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
