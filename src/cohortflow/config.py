@@ -16,6 +16,8 @@ class PipelineConfig:
     Attributes:
         poll_seconds: idle wait between looks at the log and students table.
         batches_poll_seconds: least time between two batch API polls.
+        coalesce_seconds: least time between two commits while following a trickle: appends
+            arriving meanwhile share one commit (its fixed cost), adding at most this to freshness.
         chunk_bytes: log bytes parsed at once (bounds memory).
         txn_bytes: log bytes folded into one transaction during a backfill.
         api_patience: seconds ``--once`` keeps retrying a failing batch API.
@@ -32,6 +34,7 @@ class PipelineConfig:
     on_reset: OnReset = "fail"
     poll_seconds: float = 0.05
     batches_poll_seconds: float = 0.5
+    coalesce_seconds: float = 0.1
     chunk_bytes: int = 16 << 20
     txn_bytes: int = 256 << 20
     http_timeout: float = 5.0

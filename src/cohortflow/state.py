@@ -45,6 +45,7 @@ class TickStats:
     log_bytes: int = 0
     quarantined: int = 0
     again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
+    backlog: bool = False  # a source had more than one read's worth: go again at once
 
     @property
     def empty(self) -> bool:

@@ -92,15 +92,23 @@ class EmbeddedEngine:
             while not stop.is_set():
                 if goal is not None:
                     self._aim(goal)
+                started = time.monotonic()
                 stats = self._tick_guarded(stop)
                 totals.add(stats)
                 if goal is not None and self._finished(goal, stats):
                     break
-                if stats.empty:
-                    stop.wait(self.config.poll_seconds)
+                stop.wait(self._pause(stats, started))
         finally:
             self.close()
         return totals
+
+    def _pause(self, stats: TickStats, started: float) -> float:
+        """How long to wait before the next tick: idle polls, trickles coalesce, backlogs go on."""
+        if stats.empty:
+            return self.config.poll_seconds
+        if stats.backlog or stats.again or self.config.once:
+            return 0.0
+        return max(0.0, started + self.config.coalesce_seconds - time.monotonic())
 
     def _aim(self, goal: _OnceGoal) -> None:
         """Where ``--once`` stops: each source's end as of its first answer (writers may go on).
@@ -237,6 +245,9 @@ class EmbeddedEngine:
             cursors = replace(cursors, students=reads.students.cursor)
             tx.set_state(STUDENTS_KEY, cursors.students.to_json())
             stats.students = len(reads.students.students)
+            stats.backlog |= (
+                len(reads.students.students) + len(reads.students.rejects) >= self.students.page_size
+            )
         if reads.chunk is not None:
             cursors = replace(cursors, log=self._stage_log(tx, reads.chunk, stats, stop))
             tx.set_state(LOG_KEY, cursors.log.to_json())
@@ -262,6 +273,7 @@ class EmbeddedEngine:
             stats.log_bytes += chunk.consumed
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
             if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
+                stats.backlog |= not caught_up
                 break
             chunk = self._guard("test_runs", partial(self.log.read, cursor, self.config.chunk_bytes))
         return cursor
