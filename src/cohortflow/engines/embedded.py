@@ -13,14 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TypeVar
 
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import SourceError, SourceLimit, SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.health import HealthBoard, health_key
-from cohortflow.parse import parse_runs, summarise_runs
+from cohortflow.parse import RunsDelta, parse_runs, summarise_runs
 from cohortflow.retry import Backoff
 from cohortflow.sources import (
     BatchApi,
@@ -38,6 +38,7 @@ from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_Parsed = tuple[LogChunk, RunsDelta]
 
 
 @dataclass
@@ -66,6 +67,7 @@ class EmbeddedEngine:
         self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
         self.on_commit = on_commit
         self.cursors = Cursors()
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="parse")  # overlaps parse with apply
         self.health = HealthBoard()
         self.health.adopt("batches", self.batches.backoff)
 
@@ -78,6 +80,7 @@ class EmbeddedEngine:
     def close(self) -> None:
         """Stop polling; release the warehouse and the HTTP client."""
         self.batches.stop()
+        self._parser.shutdown(wait=True, cancel_futures=True)
         self.api.close()
         self.warehouse.close()
 
@@ -233,6 +236,8 @@ class EmbeddedEngine:
         self, tx: Transaction, reads: _Reads, stats: TickStats, stop: threading.Event | None
     ) -> Cursors:
         cursors = self.cursors
+        # The log's first chunk parses on the worker while batches and students are staged here.
+        parsed = self._parser.submit(self._parse, reads.chunk) if reads.chunk is not None else None
         if reads.batches is not None:
             tx.add_batches(reads.batches.batches)
             tx.add_rejects("batches", reads.batches.rejects)
@@ -248,35 +253,47 @@ class EmbeddedEngine:
             stats.backlog |= (
                 len(reads.students.students) + len(reads.students.rejects) >= self.students.page_size
             )
-        if reads.chunk is not None:
-            cursors = replace(cursors, log=self._stage_log(tx, reads.chunk, stats, stop))
+        if parsed is not None:
+            cursors = replace(cursors, log=self._stage_log(tx, parsed, stats, stop))
             tx.set_state(LOG_KEY, cursors.log.to_json())
         stats.quarantined = tx.counts.get("quarantined", 0)
         return cursors
 
     def _stage_log(
-        self,
-        tx: Transaction,
-        chunk: LogChunk | None,
-        stats: TickStats,
-        stop: threading.Event | None,
+        self, tx: Transaction, parsed: Future[_Parsed | None], stats: TickStats, stop: threading.Event | None
     ) -> LogCursor:
+        """Stage parsed chunks in order while the worker reads and parses the next one."""
         cursor = self.cursors.log
-        while chunk is not None:
-            tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
+        pending: Future[_Parsed | None] | None = parsed
+        while pending is not None:
+            parsed_chunk = self._next_parsed(pending)
+            if parsed_chunk is None:
+                break  # at the end, or the log failed mid-tick: commit what was read
+            chunk, delta = parsed_chunk
+            stats.lines += chunk.lines.num_rows + len(chunk.oversized)
+            stats.log_bytes += chunk.consumed
+            caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
+            more = not (caught_up or stats.log_bytes >= self.config.txn_bytes or (stop and stop.is_set()))
+            stats.backlog |= not caught_up
+            pending = self._parser.submit(self._read_and_parse, chunk.cursor) if more else None
+            tx.add_runs(delta)
             tx.add_rejects(
                 "test_runs",
                 [(f"{self.log.name}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
             )
             cursor = chunk.cursor
-            stats.lines += chunk.lines.num_rows + len(chunk.oversized)
-            stats.log_bytes += chunk.consumed
-            caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
-            if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
-                stats.backlog |= not caught_up
-                break
-            chunk = self._guard("test_runs", partial(self.log.read, cursor, self.config.chunk_bytes))
         return cursor
+
+    def _next_parsed(self, pending: Future[_Parsed | None]) -> _Parsed | None:
+        """The worker's next chunk (None at the end); a failed read marks the log's health."""
+        return self._guard("test_runs", pending.result)
+
+    def _parse(self, chunk: LogChunk) -> _Parsed | None:
+        return chunk, summarise_runs(parse_runs(chunk.lines))
+
+    def _read_and_parse(self, cursor: LogCursor) -> _Parsed | None:
+        chunk = self.log.read(cursor, self.config.chunk_bytes)
+        return None if chunk is None else self._parse(chunk)
 
     def _read_log(self) -> LogChunk | None:
         return self.log.read(self.cursors.log, self.config.chunk_bytes)
