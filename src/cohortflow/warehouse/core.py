@@ -43,6 +43,9 @@ class Backend(Protocol):
     def wrap_error(self, exc: Exception) -> WarehouseError | None:
         """Map a driver exception to ours, or None when it is not a driver error."""
 
+    def load(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Bulk-load rows into a table (only called when the dialect sets ``bulk_min_rows``)."""
+
 
 def utc_now() -> str:
     """Now, as the warehouse stores our own timestamps."""
@@ -118,6 +121,14 @@ class Warehouse:
                 cur.executemany(_render(self.dialect, sql), batch)
             finally:
                 cur.close()
+
+    def load(self, bulk: schema.Bulk, rows: Sequence[Sequence[Any]]) -> None:
+        """Stage rows with the backend's bulk loader, then apply them set-based."""
+        self.execute(bulk.ddl)
+        with self._errors():
+            self.backend.load(self.conn, bulk.stage, bulk.names, rows)
+        self.execute(bulk.apply)
+        self.execute(f"DELETE FROM {bulk.stage}")
 
     def ensure_schema(self) -> None:
         """Create the tables and views if missing; refuse a warehouse of another version."""
@@ -203,7 +214,12 @@ class Transaction:
         return self.warehouse.execute(sql, params)
 
     def _many(self, sql: str, rows: Sequence[Sequence[Any]], count_as: str | None = None) -> None:
-        self.warehouse.executemany(sql, rows)
+        bulk = schema.BULK.get(sql)
+        least = self.warehouse.dialect.bulk_min_rows
+        if bulk is not None and least is not None and len(rows) >= least:
+            self.warehouse.load(bulk, rows)
+        else:
+            self.warehouse.executemany(sql, rows)
         if count_as:
             self.counts[count_as] = self.counts.get(count_as, 0) + len(rows)
 

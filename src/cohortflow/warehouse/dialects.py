@@ -18,6 +18,7 @@ class Dialect:
     placeholder: str
     slots: dict[str, str] = field(default_factory=dict)
     begin: str = "BEGIN"
+    bulk_min_rows: int | None = None  # load at least this many rows via the backend's bulk path
 
     def render(self, sql: str) -> str:
         """Fill the ``{slot}`` names and swap ``?`` placeholders for this backend's."""
@@ -50,4 +51,5 @@ POSTGRES = Dialect(
         "temp_table": "CREATE TEMP TABLE IF NOT EXISTS",
     },
     begin="BEGIN",
+    bulk_min_rows=64,  # COPY then INSERT ... SELECT: one round trip instead of one per row
 )

@@ -9,6 +9,7 @@ our connection dies, so a killed pipeline never blocks the next one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,6 +69,12 @@ class PostgresBackend:
         if self._holding and conn is not None:
             self._holding = False
             conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK_KEY,))
+
+    def load(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """COPY rows into a (staging) table."""
+        with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def wrap_error(self, exc: Exception) -> WarehouseError | None:
         """Map psycopg errors: a lost or refused connection is transient, the rest terminal."""

@@ -11,6 +11,7 @@ those keys, so a tick costs O(delta), not O(history).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 SCHEMA_VERSION: Final = "1"
@@ -108,6 +109,77 @@ TOUCH_TITLE: Final = "INSERT INTO touched_titles (title) VALUES (?) ON CONFLICT 
 UPSERT_STATE: Final = """INSERT INTO pipeline_state (key, value, updated_at) VALUES (?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"""
 SELECT_STATE: Final = "SELECT key, value FROM pipeline_state"
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """A set-based form of one INSERT for backends that load rows faster than they insert them.
+
+    The rows (in the INSERT's parameter order) are loaded into the temp table ``stage``,
+    then ``apply`` moves them with the same conflict rule as the row-by-row statement.
+    """
+
+    stage: str
+    columns: tuple[str, ...]
+    apply: str
+
+    @property
+    def ddl(self) -> str:
+        """The staging table (temp, emptied after each use)."""
+        return f"{{temp_table}} {self.stage} ({', '.join(self.columns)})"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The staged column names, in load order."""
+        return tuple(c.split()[0] for c in self.columns)
+
+
+BULK: Final = {
+    INSERT_BATCH: Bulk(
+        "stage_batches",
+        ("id {bigint}", "name TEXT", "created_at TEXT", "updated_at TEXT"),
+        """INSERT INTO batches (id, name, created_at, students_total, students_completed_3plus, updated_at)
+        SELECT id, name, created_at, 0, 0, updated_at FROM stage_batches WHERE TRUE
+        ON CONFLICT (id) DO NOTHING""",
+    ),
+    TOUCH_BATCH: Bulk(
+        "stage_touched_batches",
+        ("id {bigint}",),
+        """INSERT INTO touched_batches (id)
+        SELECT DISTINCT id FROM stage_touched_batches WHERE TRUE ON CONFLICT DO NOTHING""",
+    ),
+    INSERT_STUDENT: Bulk(
+        "stage_students",
+        ("id {bigint}", "name TEXT", "batch_id {bigint}", "created_at TEXT"),
+        """INSERT INTO students (id, name, batch_id, created_at, lessons_completed)
+        SELECT id, name, batch_id, created_at, 0 FROM stage_students WHERE TRUE
+        ON CONFLICT (id) DO NOTHING""",
+    ),
+    INSERT_COMPLETION: Bulk(
+        "stage_completions",
+        ("student_id {bigint}", "lesson_id {bigint}"),
+        """INSERT INTO lesson_completions (student_id, lesson_id)
+        SELECT DISTINCT student_id, lesson_id FROM stage_completions WHERE TRUE ON CONFLICT DO NOTHING""",
+    ),
+    INSERT_PENDING: Bulk(
+        "stage_pending",
+        ("student_id {bigint}", "lesson_title TEXT"),
+        """INSERT INTO pending_title_completions (student_id, lesson_title)
+        SELECT DISTINCT student_id, lesson_title FROM stage_pending WHERE TRUE ON CONFLICT DO NOTHING""",
+    ),
+    TOUCH_STUDENT: Bulk(
+        "stage_touched_students",
+        ("id {bigint}",),
+        """INSERT INTO touched_students (id)
+        SELECT DISTINCT id FROM stage_touched_students WHERE TRUE ON CONFLICT DO NOTHING""",
+    ),
+    INSERT_QUARANTINE: Bulk(
+        "stage_quarantine",
+        ("source TEXT", "location TEXT", "raw TEXT", "reason TEXT", "ingested_at TEXT"),
+        """INSERT INTO quarantine (source, location, raw, reason, ingested_at)
+        SELECT source, location, raw, reason, ingested_at FROM stage_quarantine""",
+    ),
+}
 SELECT_STATE_KEY: Final = "SELECT value FROM pipeline_state WHERE key = ?"
 
 # Run in this order at the end of every transaction. The WHERE TRUE clauses keep
