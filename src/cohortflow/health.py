@@ -60,7 +60,7 @@ class SourceHealth:
 class _Tracked:
     health: SourceHealth = field(default_factory=SourceHealth)
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=10.0))
-    logged_at: float = 0.0
+    logged_at: float | None = None  # None: log the next failure at once
 
 
 class HealthBoard:
@@ -92,7 +92,7 @@ class HealthBoard:
         tracked, now = self._tracked[source], time.monotonic()
         tracked.backoff.failed(now, str(exc))
         self.set(source, exc.health, str(exc))
-        if now - tracked.logged_at >= self.remind_seconds:
+        if tracked.logged_at is None or now - tracked.logged_at >= self.remind_seconds:
             log.warning("%s: %s (retrying with backoff)", source, exc)
             tracked.logged_at = now
 
@@ -103,7 +103,7 @@ class HealthBoard:
             tracked.backoff.succeeded()
         if not tracked.health.ok:
             log.info("%s: reading normally again", source)
-            tracked.logged_at = 0.0
+            tracked.logged_at = None
             self.set(source, "ok", None)
 
     def set(self, source: str, state: str, error: str | None) -> None:
@@ -115,7 +115,7 @@ class HealthBoard:
         since = old.since if old.state == state else datetime.now(UTC).isoformat(timespec="seconds")
         tracked.health = SourceHealth(state, None if state == "ok" else since, error)
         if old.state != state:
-            tracked.logged_at = 0.0  # a new state is logged at once
+            tracked.logged_at = None  # a new state is logged at once
         self._dirty.add(source)
 
     def take_changes(self) -> dict[str, SourceHealth]:
