@@ -27,6 +27,7 @@ def wait_until(
             value = condition()
             if value:
                 return value
+            last = None
         except ignore as exc:
             last = exc
         if time.monotonic() > deadline:
