@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,20 +149,45 @@ class NaiveModel:
         return rows
 
 
-def recompute(data_dir: Path, batches_url: str) -> NaiveModel:
-    """Read all three sources from scratch (whole file, whole table, every API page)."""
+@dataclass(frozen=True)
+class Upto:
+    """A prefix of the sources: log bytes, students up to an id, batches up to an instant.
+
+    ``batches_until`` is a timestamp (ISO 8601); batches created then count only if their id
+    is in ``boundary_ids``.
+    """
+
+    log_bytes: int
+    last_student_id: int
+    batches_until: str | None
+    boundary_ids: tuple[int, ...] = ()
+
+    def has_batch(self, batch: dict[str, Any]) -> bool:
+        """Whether the batch is within the prefix."""
+        if self.batches_until is None:
+            return False
+        created, until = (datetime.fromisoformat(t) for t in (batch["created_at"], self.batches_until))
+        return created < until or (created == until and batch["id"] in self.boundary_ids)
+
+
+def recompute(data_dir: Path, batches_url: str, upto: Upto | None = None) -> NaiveModel:
+    """Read all three sources from scratch (whole file, whole table, every API page), or a prefix."""
     model = NaiveModel()
     with sqlite3.connect(data_dir / "students.db") as conn:
         for sid, name, batch_id, created_at in conn.execute(
             "SELECT id, name, batch_id, created_at FROM students"
         ):
-            model.students[sid] = {"name": name, "batch_id": batch_id, "created_at": created_at}
+            if upto is None or sid <= upto.last_student_id:
+                model.students[sid] = {"name": name, "batch_id": batch_id, "created_at": created_at}
     conn.close()
     data = (data_dir / "test_runs.log").read_bytes()
+    if upto is not None:
+        data = data[: upto.log_bytes]
     complete = data[: data.rfind(b"\n") + 1]
     model.add_lines(complete.split(b"\n")[:-1])
     model.finish()
-    model.batches = {b["id"]: b for b in all_batches(batches_url)}
+    served = all_batches(batches_url)
+    model.batches = {b["id"]: b for b in served if upto is None or upto.has_batch(b)}
     return model
 
 

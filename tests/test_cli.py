@@ -1,5 +1,6 @@
 """Meta-tests of the command line: every command documents itself."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,11 +9,19 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cohortflow.cli import main
+from cohortflow.cli import _config, main
+from cohortflow.options import DEFAULTS, FIELDS, envvar
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _commands() -> list[str]:
     return sorted(main.commands)
+
+
+def test_the_group_has_help_text() -> None:
+    assert main.help and main.help.strip()
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0
 
 
 @pytest.mark.parametrize("name", _commands())
@@ -20,10 +29,34 @@ def test_every_command_has_help_text(name: str) -> None:
     command = main.commands[name]
     assert command.help and command.help.strip(), f"`cohortflow {name}` has no help text"
     for param in command.params:
-        if isinstance(param, click.Option) and not param.hidden:
-            assert param.help, f"`cohortflow {name} {param.opts[0]}` has no help text"
+        assert isinstance(param, click.Option), f"`cohortflow {name}`: document {param.name} as an option"
+        if not param.hidden:
+            assert param.help and param.help.strip(), f"`cohortflow {name} {param.opts[0]}` has no help text"
+            assert not param.envvar or param.show_envvar, f"`{name} {param.opts[0]}`: show its env var"
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name", ["run", "status", "report", "demo"])
+def test_options_of_config_fields_take_the_config_default_and_env_var(name: str) -> None:
+    fields = [p for p in main.commands[name].params if p.name in FIELDS]
+    assert fields
+    for param in fields:
+        assert param.default == getattr(DEFAULTS, param.name), param.name
+        assert param.envvar == envvar(param.name), param.name
+
+
+def test_run_has_an_option_for_every_setting_the_readme_lists() -> None:
+    help_text = CliRunner().invoke(main, ["run", "--help"], terminal_width=200).output
+    listed = re.findall(r"`(COHORTFLOW_[A-Z_]+)`", README.read_text())
+    assert len(listed) >= 9
+    for name in listed:
+        assert name in help_text, f"`run --help` does not show {name}"
+
+
+def test_config_refuses_unknown_settings() -> None:
+    with pytest.raises(TypeError):
+        _config(warehouse="w.db", commit_every="1s")
 
 
 def test_version() -> None:

@@ -6,6 +6,7 @@ exceptions become one red line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
-from cohortflow.config import PipelineConfig
+from cohortflow.config import SOURCE_FIELDS, PipelineConfig
 from cohortflow.errors import CohortflowError
+from cohortflow.options import DEFAULTS, config_option
 
 
 class _Group(click.Group):
@@ -46,111 +49,58 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _source_options(func: Any) -> Any:
-    """Options shared by every command that reads the sources or the warehouse."""
-    options = [
-        click.option(
-            "--students-db",
-            type=click.Path(path_type=Path),
-            default="data/students.db",
-            envvar="COHORTFLOW_STUDENTS_DB",
-            show_default=True,
-            help="Upstream students SQLite file (read only).",
-        ),
-        click.option(
-            "--test-runs-log",
-            type=click.Path(path_type=Path),
-            default="data/test_runs.log",
-            envvar="COHORTFLOW_TEST_RUNS_LOG",
-            show_default=True,
-            help="Upstream test-run log (read only).",
-        ),
-        click.option(
-            "--batches-url",
-            default="http://localhost:8000/batches",
-            envvar="COHORTFLOW_BATCHES_URL",
-            show_default=True,
-            help="Upstream batch API.",
-        ),
-        click.option(
-            "--warehouse",
-            default="data/warehouse.db",
-            envvar="COHORTFLOW_WAREHOUSE",
-            show_default=True,
-            help="Warehouse: a SQLite path or a postgresql:// URL.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
+def _warehouse_option(func: Any) -> Any:
+    return config_option("warehouse", help="Warehouse: a SQLite path or a postgresql:// URL.")(func)
+
+
+def _source_options(func: Any, recorded: bool = False) -> Any:
+    """Options naming the sources; ``recorded``: by default, those the warehouse recorded."""
+    helps = {
+        "students_db": "Upstream students SQLite file (read only).",
+        "test_runs_log": "Upstream test-run log (read only).",
+        "batches_url": "Upstream batch API.",
+    }
+    func = _warehouse_option(func)
+    for name in reversed(SOURCE_FIELDS):
+        shown = f"the pipeline's, else {getattr(DEFAULTS, name)}" if recorded else True
+        func = config_option(name, help=helps[name], show_default=shown)(func)
     return func
 
 
 def _config(**values: Any) -> PipelineConfig:
-    known = PipelineConfig.__dataclass_fields__
-    return PipelineConfig(**{k: v for k, v in values.items() if k in known})
+    """The config from the options (an option that is not a config field is a bug: TypeError)."""
+    return PipelineConfig(**values)
+
+
+def _explicit(names: tuple[str, ...]) -> set[str]:
+    """Which of these options the user set (on the command line or in the environment)."""
+    ctx = click.get_current_context()
+    defaults = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    return {name for name in names if ctx.get_parameter_source(name) not in defaults}
 
 
 @main.command()
 @_source_options
-@click.option(
-    "--once",
-    is_flag=True,
-    envvar="COHORTFLOW_ONCE",
-    help="Catch up to the sources' current end, then exit.",
-)
-@click.option(
-    "--on-reset",
-    type=click.Choice(["fail", "restart"]),
-    default="fail",
-    envvar="COHORTFLOW_ON_RESET",
-    show_default=True,
-    help="When a source was reset: stop with a message, or rebuild from scratch.",
-)
+@config_option("once", help="Catch up to the sources' current end, then exit.")
+@config_option("on_reset", help="When a source was reset: stop with a message, or rebuild from scratch.")
 @click.option(
     "--engine",
     type=click.Choice(["embedded", "spark"]),
     default="embedded",
     envvar="COHORTFLOW_ENGINE",
     show_default=True,
+    show_envvar=True,
     help="Which engine runs the pipeline.",
 )
-@click.option(
-    "--chunk-bytes",
-    type=click.IntRange(min=4096),
-    default=16 << 20,
-    show_default=True,
-    envvar="COHORTFLOW_CHUNK_BYTES",
-    help="Log bytes parsed at once (bounds memory).",
+@config_option("chunk_bytes", type=click.IntRange(min=4096), help="Log bytes parsed at once (bounds memory).")
+@config_option(
+    "txn_bytes", type=click.IntRange(min=4096), help="Log bytes folded into one transaction in a backfill."
 )
-@click.option(
-    "--txn-bytes",
-    type=click.IntRange(min=4096),
-    default=256 << 20,
-    show_default=True,
-    envvar="COHORTFLOW_TXN_BYTES",
-    help="Log bytes folded into one transaction in a backfill.",
-)
-@click.option(
-    "--spark-master",
-    default="local[2]",
-    show_default=True,
-    envvar="COHORTFLOW_SPARK_MASTER",
-    help="Spark engine: master URL (local[N], spark://host:port, yarn...).",
-)
-@click.option(
-    "--checkpoint",
-    type=click.Path(path_type=Path),
-    default="data/spark-checkpoint",
-    show_default=True,
-    envvar="COHORTFLOW_CHECKPOINT",
-    help="Spark engine: checkpoint directory.",
-)
-@click.option(
-    "--trigger-seconds",
+@config_option("spark_master", help="Spark engine: master URL (local[N], spark://host:port, yarn...).")
+@config_option("checkpoint", help="Spark engine: checkpoint directory.")
+@config_option(
+    "trigger_seconds",
     type=click.FloatRange(min=0.05),
-    default=1.0,
-    show_default=True,
-    envvar="COHORTFLOW_TRIGGER_SECONDS",
     help="Spark engine: micro-batch interval in follow mode.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -177,7 +127,7 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
 
 
 @main.command()
-@_source_options
+@_warehouse_option
 @click.option("--top", default=10, show_default=True, help="How many batches to show.")
 @click.option(
     "--format",
@@ -187,34 +137,42 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
     show_default=True,
     help="Output format.",
 )
-def report(top: int, fmt: str, **options: Any) -> None:
+@click.option(
+    "--formula-guard/--no-formula-guard",
+    default=True,
+    show_default=True,
+    help="CSV: prefix cells starting with = + - @ tab or CR with ' so spreadsheets do not run them.",
+)
+def report(top: int, fmt: str, formula_guard: bool, **options: Any) -> None:
     """Show the batches with the most students who completed 3+ lessons."""
+    from cohortflow.output import output_console
     from cohortflow.report import leaderboard_table, render_leaderboard
     from cohortflow.warehouse import open_warehouse
 
     with open_warehouse(_config(**options).warehouse) as warehouse:
         rows = warehouse.leaderboard(top)
     if fmt == "table":
-        Console().print(leaderboard_table(rows))
+        output_console().print(leaderboard_table(rows))
     else:
-        click.echo(render_leaderboard(rows, fmt), nl=False)
+        click.echo(render_leaderboard(rows, fmt, formula_guard), nl=False)
 
 
 @main.command()
-@_source_options
+@functools.partial(_source_options, recorded=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(as_json: bool, **options: Any) -> None:
-    """Show each source's cursor, lag, last commit and quarantine counts."""
+    """Show each source's location, cursor, lag, last commit and quarantine counts."""
+    from cohortflow.output import output_console
     from cohortflow.report import pipeline_status, status_tables
     from cohortflow.warehouse import open_warehouse
 
     config = _config(**options)
     with open_warehouse(config.warehouse) as warehouse:
-        info = pipeline_status(warehouse, config)
+        info = pipeline_status(warehouse, config, explicit=_explicit(SOURCE_FIELDS))
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
-    console = Console()
+    console = output_console()
     for table in status_tables(info):
         console.print(table)
 
@@ -227,18 +185,20 @@ def status(as_json: bool, **options: Any) -> None:
     show_default=True,
     help="Where the simulated sources live (created with a history when empty).",
 )
+@_warehouse_option
 @click.option(
-    "--warehouse",
-    default="data/warehouse.db",
-    envvar="COHORTFLOW_WAREHOUSE",
-    show_default=True,
-    help="Warehouse: a SQLite path or a postgresql:// URL.",
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    show_default="8000, or a free port when 8000 is taken",
+    help="Batch API port (0 = any free port).",
 )
-@click.option("--port", default=8000, show_default=True, help="Batch API port (0 = any free port).")
 @click.option("--interval-ms", default=500, show_default=True, help="Simulator stream interval.")
 @click.option("--top", default=10, show_default=True, help="How many batches to show.")
 @click.option("--seed", type=int, default=None, help="Simulator seed (random when absent).")
-def demo(data_dir: Path, warehouse: str, port: int, interval_ms: int, top: int, seed: int | None) -> None:
+def demo(
+    data_dir: Path, warehouse: str, port: int | None, interval_ms: int, top: int, seed: int | None
+) -> None:
     """Run the simulator and the pipeline, with a live leaderboard until Ctrl-C."""
     from cohortflow.demo import DemoOptions, run_demo
 

@@ -8,6 +8,9 @@ from typing import Literal
 
 OnReset = Literal["fail", "restart"]
 
+SOURCE_FIELDS = ("students_db", "test_runs_log", "batches_url")
+"""The fields that say which sources a pipeline follows (recorded in its warehouse)."""
+
 
 @dataclass(frozen=True)
 class PipelineConfig:

@@ -8,7 +8,9 @@ goes on from its committed cursors.
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,8 @@ from cohortflow.simulator.datadir import DataDir
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 
+DEFAULT_PORT = 8000
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -32,15 +36,38 @@ class DemoOptions:
 
     data_dir: Path = Path("data")
     warehouse: str = "data/warehouse.db"
-    port: int = 8000
+    port: int | None = None  # None: DEFAULT_PORT, or any free port when it is taken
     interval_ms: int = 500
     history: tuple[int, int, int] = (200, 5_000, 60_000)
     top: int = 10
     seed: int | None = None
 
 
-def _generator_args(options: DemoOptions) -> list[str]:
-    args = ["--port", str(options.port), "--interval-ms", str(options.interval_ms)]
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether another process listens on ``host:port`` (binding it as the simulator would)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def _port(options: DemoOptions, console: Console) -> int:
+    """The port asked for; else the default one, or any free port (0) when it is taken."""
+    if options.port is not None:
+        return options.port
+    if port_in_use(DEFAULT_PORT):
+        console.print(f"[yellow]port {DEFAULT_PORT} is in use: the batch API takes a free port instead[/]")
+        return 0
+    return DEFAULT_PORT
+
+
+def _generator_args(options: DemoOptions, port: int) -> list[str]:
+    args = ["--port", str(port), "--interval-ms", str(options.interval_ms)]
     if options.seed is not None:
         args += ["--seed", str(options.seed)]
     if not DataDir(options.data_dir).has_data():
@@ -86,7 +113,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     log = options.data_dir / "pipeline.log"
     console.print(f"[dim]starting the simulator in {options.data_dir} (history first, if new)…[/]")
-    with SimulatorProcess(options.data_dir, *_generator_args(options), ready_timeout_s=600) as sim:
+    args = _generator_args(options, _port(options, console))
+    with SimulatorProcess(options.data_dir, *args, ready_timeout_s=600) as sim:
         console.print(f"[dim]batch API on {sim.url}; pipeline log in {log}[/]")
         pipeline = _pipeline(options, sim.url, log)
         started = time.monotonic()

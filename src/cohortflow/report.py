@@ -5,19 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import CohortflowError
+from cohortflow.errors import CohortflowError, SourceReset
 from cohortflow.health import SourceHealth, health_key
+from cohortflow.output import escape_controls, guard_formula, same_timestamp
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
-from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors
+from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors, with_recorded_sources
 from cohortflow.warehouse import Warehouse
 
 LEADERBOARD_COLUMNS = ("rank", "batch_id", "name", "students_completed_3plus", "students_total")
+TIMESTAMP_COLUMNS = ("created_at", "updated_at")
 
 
 def leaderboard_table(
@@ -33,39 +37,79 @@ def leaderboard_table(
         # Fold, never cut: a batch name is only useful whole.
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(*(str(row[c]) for c in LEADERBOARD_COLUMNS))
+        table.add_row(*(plain(row[c]) for c in LEADERBOARD_COLUMNS))
     return table
 
 
-def render_leaderboard(rows: list[dict[str, Any]], fmt: str) -> str:
-    """The leaderboard as JSON or CSV text."""
+def plain(value: object) -> Text:
+    """A table cell shown as written: no markup, control characters escaped."""
+    return Text(escape_controls(str(value)))
+
+
+def render_leaderboard(rows: list[dict[str, Any]], fmt: str, formula_guard: bool = True) -> str:
+    r"""The leaderboard as JSON or CSV text, safe to print and to open in a spreadsheet.
+
+    JSON keeps every value exactly (control characters as JSON escapes). CSV shows control
+    characters as ``\xNN`` text and, with ``formula_guard``, prefixes cells that would run
+    as spreadsheet formulas with ``'``.
+    """
+    rows = [
+        {**row, **{c: same_timestamp(str(row[c])) for c in TIMESTAMP_COLUMNS if c in row}} for row in rows
+    ]
     if fmt == "json":
-        return json.dumps(rows, ensure_ascii=False, indent=2)
+        return _ascii_c1(json.dumps(rows, ensure_ascii=False, indent=2))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*LEADERBOARD_COLUMNS, "created_at", "updated_at"])
+    writer = csv.DictWriter(out, fieldnames=[*LEADERBOARD_COLUMNS, *TIMESTAMP_COLUMNS])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _csv_cell(v, formula_guard) for k, v in row.items()} for row in rows)
     return out.getvalue()
+
+
+def _same_timestamps(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, **{c: same_timestamp(str(row[c])) for c in TIMESTAMP_COLUMNS if c in row}}
+
+
+def _csv_cell(value: object, formula_guard: bool) -> object:
+    if not isinstance(value, str):
+        return value
+    text = escape_controls(value)
+    return guard_formula(text) if formula_guard else text
+
+
+_C1_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def _ascii_c1(text: str) -> str:
+    """JSON escapes for DEL and C1 controls, which json.dumps leaves raw (a terminal obeys them)."""
+    return text.translate(_C1_ESCAPES)
 
 
 @dataclass(frozen=True)
 class SourceStatus:
-    """One source's cursor, how far behind it is, and its health."""
+    """One source: where it is, the cursor, how far behind it is, and its health."""
 
     source: str
+    location: str
     cursor: str
     lag: str
     last_commit: str | None
     health: str
 
 
-def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, Any]:
-    """Cursors, lag per source, last commit times and quarantine counts."""
+def pipeline_status(
+    warehouse: Warehouse, config: PipelineConfig, explicit: Collection[str] = ()
+) -> dict[str, Any]:
+    """Cursors, lag per source, last commit times and quarantine counts.
+
+    The lag is measured on the sources the pipeline recorded in the warehouse, except for
+    the config fields named in ``explicit`` (an option or environment variable the user set).
+    """
     rows = {
-        key: (value, updated)
+        key: (json.loads(value), same_timestamp(str(updated)))
         for key, value, updated in warehouse.execute("SELECT key, value, updated_at FROM pipeline_state")
     }
-    state = {key: json.loads(value) for key, (value, _) in rows.items()}
+    state = {key: value for key, (value, _) in rows.items()}
+    config = with_recorded_sources(config, state, explicit)
     cursors = Cursors.from_state(state)
 
     def health(source: str) -> SourceHealth:
@@ -74,6 +118,7 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
     sources = [
         SourceStatus(
             "test_runs",
+            str(config.test_runs_log),
             f"byte {cursors.log.offset}",
             _lag(lambda: f"{max(0, RunLog(config.test_runs_log).size() - cursors.log.offset)} bytes"),
             rows.get(LOG_KEY, (None, None))[1],
@@ -81,17 +126,15 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
         ),
         SourceStatus(
             "students",
+            str(config.students_db),
             f"id {cursors.students.last_id}",
-            _lag(
-                lambda: (
-                    f"{max(0, StudentsTable(config.students_db).max_id() - cursors.students.last_id)} rows"
-                )
-            ),
+            _lag(lambda: f"{_students_behind(config, cursors)} rows"),
             rows.get(STUDENTS_KEY, (None, None))[1],
             health("students").describe(),
         ),
         SourceStatus(
             "batches",
+            config.batches_url,
             f"{cursors.batches.created_at} ids {list(cursors.batches.boundary_ids)}",
             _lag(lambda: f"{_batches_behind(config, cursors)} batches"),
             rows.get(BATCHES_KEY, (None, None))[1],
@@ -104,11 +147,18 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
     }
 
 
-def _lag(measure: Any) -> str:
+def _lag(measure: Callable[[], str]) -> str:
     try:
-        return str(measure())
+        return measure()
+    except SourceReset as exc:
+        # Not the source's hint: rebuilding is wrong advice when status merely looks elsewhere.
+        return f"unknown ({exc.message}: is this the source the warehouse was built from?)"
     except CohortflowError as exc:
         return f"unknown ({exc})"
+
+
+def _students_behind(config: PipelineConfig, cursors: Cursors) -> int:
+    return max(0, StudentsTable(config.students_db).max_id() - cursors.students.last_id)
 
 
 def _batches_behind(config: PipelineConfig, cursors: Cursors) -> int:
@@ -122,13 +172,14 @@ def _batches_behind(config: PipelineConfig, cursors: Cursors) -> int:
 def status_tables(status: dict[str, Any]) -> list[Table]:
     """Rich tables for `cohortflow status`."""
     sources = Table(title="Sources")
-    for column in ("Source", "Cursor", "Lag", "Last commit", "Health"):
-        sources.add_column(column)
+    for column in ("Source", "Location", "Cursor", "Lag", "Last commit", "Health"):
+        sources.add_column(column, overflow="fold")
     for s in status["sources"]:
-        sources.add_row(s["source"], s["cursor"], s["lag"], s["last_commit"] or "never", s["health"])
+        cells = (s["source"], s["location"], s["cursor"], s["lag"], s["last_commit"] or "never", s["health"])
+        sources.add_row(*map(plain, cells))
     quarantine = Table(title="Quarantine")
     for column in ("Source", "Reason", "Count"):
         quarantine.add_column(column)
     for q in status["quarantine"]:
-        quarantine.add_row(q["source"], q["reason"], str(q["count"]))
+        quarantine.add_row(*map(plain, (q["source"], q["reason"], q["count"])))
     return [sources, quarantine]

@@ -6,15 +6,44 @@ needs another engine to do so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from cohortflow.config import SOURCE_FIELDS, PipelineConfig
 from cohortflow.sources import BatchesCursor, LogCursor, StudentsCursor
+from cohortflow.warehouse import Warehouse
 
 LOG_KEY = "cursor:test_runs"
 STUDENTS_KEY = "cursor:students"
 BATCHES_KEY = "cursor:batches"
+SOURCES_KEY = "meta:sources"
+
+
+def followed_sources(config: PipelineConfig) -> dict[str, str]:
+    """The sources ``config`` follows, as recorded in the warehouse (paths made absolute)."""
+    return {
+        "students_db": str(config.students_db.resolve()),
+        "test_runs_log": str(config.test_runs_log.resolve()),
+        "batches_url": config.batches_url,
+    }
+
+
+def record_sources(warehouse: Warehouse, config: PipelineConfig) -> None:
+    """Write down which sources this warehouse follows, for `status` and other readers."""
+    with warehouse.transaction() as tx:
+        tx.set_state(SOURCES_KEY, followed_sources(config))
+
+
+def with_recorded_sources(
+    config: PipelineConfig, state: dict[str, Any], explicit: Collection[str] = ()
+) -> PipelineConfig:
+    """``config`` pointed at the sources the pipeline recorded, except the ``explicit`` fields."""
+    recorded = state.get(SOURCES_KEY) or {}
+    found = {name: recorded[name] for name in SOURCE_FIELDS if name in recorded and name not in explicit}
+    paths = {name: Path(value) for name, value in found.items() if name != "batches_url"}
+    return replace(config, **{**found, **paths})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from cohortflow.health import health_key
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 from tests.helpers import expected, generate, snapshot
-from tests.naive import recompute
+from tests.naive import Upto, recompute
+from tests.support.wait import wait_until
 
 HISTORY = ("--history-batches", "130", "--history-students", "900", "--history-test-runs", "40000")
 SMALL = ("--history-batches", "3", "--history-students", "40")
@@ -71,16 +72,52 @@ def warehouse_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "warehouse.db")
 
 
+def committed_upto(warehouse: str) -> Upto:
+    """How far the pipeline's committed cursors reach, as a prefix of the sources."""
+    with open_warehouse(warehouse) as wh:
+        state = wh.state()
+    batches = state.get("cursor:batches") or {}
+    return Upto(
+        (state.get("cursor:test_runs") or {}).get("offset", 0),
+        (state.get("cursor:students") or {}).get("last_id", 0),
+        batches.get("created_at"),
+        tuple(batches.get("boundary_ids", ())),
+    )
+
+
+def assert_matches_recompute_upto(data: Path, url: str, warehouse: str, upto: Upto) -> None:
+    """The warehouse equals the naive model of the prefix its cursors committed."""
+    model = recompute(data, f"{url}/batches", upto)
+    with open_warehouse(warehouse) as wh:
+        got = snapshot(wh)
+    want = expected(model)
+    assert got["batches"] == want["batches"]
+    assert got["students"] == want["students"]
+    assert got["lessons"] == want["lessons"]
+    got_runs = {reason: n for (source, reason), n in got["quarantine"].items() if source == "test_runs"}
+    assert got_runs == model.rejects
+
+
 def test_follow_a_live_stream_then_catch_up_equals_recompute(tmp_path: Path, warehouse_target: str) -> None:
     data = tmp_path / "data"
     with SimulatorProcess(data, "--seed", "7", "--interval-ms", "10", *HISTORY, *MESSY) as sim:
+        history = (data / "test_runs.log").stat().st_size
         follower = subprocess.Popen(
             pipeline_cmd(data, sim.url, warehouse_target), stderr=subprocess.PIPE, text=True
         )
-        time.sleep(6)
+
+        def followed_the_stream() -> bool:
+            assert follower.poll() is None, follower.communicate()[1]
+            upto = committed_upto(warehouse_target)
+            return upto.log_bytes > history + 20_000 and upto.last_student_id > 900 + 8
+
+        wait_until(followed_the_stream, 120, "the follower committing streamed data", (WarehouseError,))
         follower.send_signal(signal.SIGTERM)
         _, err = follower.communicate(timeout=60)
         assert follower.returncode == 0, err
+        upto = committed_upto(warehouse_target)
+        assert upto.log_bytes > history and upto.batches_until is not None
+        assert_matches_recompute_upto(data, sim.url, warehouse_target, upto)  # the follower's own work
     with SimulatorProcess(data, "--no-stream", "--serve") as frozen:
         done = catch_up(data, frozen.url, warehouse_target)
         assert done.returncode == 0, done.stderr
@@ -129,6 +166,27 @@ def test_reset_is_detected_and_restart_rebuilds(tmp_path: Path) -> None:
         rebuilt = catch_up(data, sim.url, warehouse, "--on-reset", "restart")
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert_matches_recompute(data, sim.url, warehouse)
+    with open_warehouse(warehouse) as wh:  # the rebuild keeps the record of what it follows
+        assert wh.state()["meta:sources"]["test_runs_log"] == str((data / "test_runs.log").resolve())
+
+
+class StderrLines:
+    """Collect a child's stderr lines as they come, so a test can await one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.stream = proc.stderr
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self.lines.extend, args=(self.stream,), daemon=True)
+        self._reader.start()
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def text(self) -> str:
+        self._reader.join(30)  # the child has exited: its stderr is at its end
+        self.stream.close()
+        return "".join(self.lines)
 
 
 class _EngineThread(threading.Thread):
@@ -151,17 +209,13 @@ class _EngineThread(threading.Thread):
 
 
 def _wait_for(condition: Callable[[], bool], runner: _EngineThread, timeout: float = 60.0) -> None:
-    """Poll until the condition holds; a warehouse without its schema yet counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Await the condition while the engine runs; a warehouse without its schema yet is not yet."""
+
+    def engine_ok_and_condition() -> bool:
         assert runner.is_alive() or runner.error is None, runner.error
-        try:
-            if condition():
-                return
-        except WarehouseError:
-            pass
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+        return condition()
+
+    wait_until(engine_ok_and_condition, timeout, "the condition", (WarehouseError,), interval=0.05)
 
 
 def test_batch_api_down_keeps_other_sources_flowing_then_catches_up(tmp_path: Path) -> None:
@@ -208,13 +262,21 @@ def test_postgres_restarts_during_a_follow_run_are_survived(
     data = tmp_path / "data"
     with SimulatorProcess(data, "--seed", "13", "--interval-ms", "10", *HISTORY, *MESSY) as sim:
         follower = subprocess.Popen(pipeline_cmd(data, sim.url, pg_url), stderr=subprocess.PIPE, text=True)
-        for _ in range(2):
-            time.sleep(3)
-            pg_server.restart()
-        time.sleep(3)
-        assert follower.poll() is None, "the pipeline must outlive server restarts"
+        said = StderrLines(follower)
+        reached = 0
+        for restart in range(3):  # commits before the first restart and after each of two restarts
+
+            def committed_more(since: int = reached) -> int:
+                assert follower.poll() is None, "the pipeline must outlive server restarts"
+                offset = committed_upto(pg_url).log_bytes
+                return offset if offset > since else 0
+
+            reached = wait_until(committed_more, 120, "a commit past the last one", (WarehouseError,))
+            if restart < 2:
+                pg_server.restart()
         follower.send_signal(signal.SIGTERM)
-        _, err = follower.communicate(timeout=60)
+        follower.wait(timeout=60)
+        err = said.text()
         assert follower.returncode == 0, err
         assert "reconnecting" in err
         assert "password" not in err.lower()
@@ -333,15 +395,19 @@ def test_once_waits_out_a_locked_students_db_and_still_reaches_the_end(tmp_path:
         proc = subprocess.Popen(
             pipeline_cmd(data, sim.url, warehouse, "--once"), stderr=subprocess.PIPE, text=True
         )
+        said = StderrLines(proc)
         try:
-            deadline = time.monotonic() + 120
-            while not _log_ingested(warehouse, _log_end(data)):  # the log does not wait for students
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+
+            def log_ingested() -> bool:
+                assert proc.poll() is None, said.text()
+                return _log_ingested(warehouse, _log_end(data))
+
+            wait_until(log_ingested, 120, "the log ingested while students.db is locked")
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        err = said.text()
         assert proc.returncode == 0, err
         assert "students" in err and "retrying with backoff" in err
         assert_matches_recompute(data, sim.url, warehouse)

@@ -32,7 +32,15 @@ from cohortflow.sources.batches import BatchesRead
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
-from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
+from cohortflow.state import (
+    BATCHES_KEY,
+    LOG_KEY,
+    STUDENTS_KEY,
+    Cursors,
+    OnCommit,
+    TickStats,
+    record_sources,
+)
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,7 @@ class EmbeddedEngine:
         """Create the schema, take the writer lease and load committed cursors."""
         self.warehouse.ensure_schema()
         self.warehouse.acquire_writer()
+        record_sources(self.warehouse, self.config)
         self.cursors = Cursors.from_state(self.warehouse.state())
 
     def close(self) -> None:
@@ -168,6 +177,7 @@ class EmbeddedEngine:
                 raise
             log.warning("%s; --on-reset restart: rebuilding the warehouse from scratch", exc)
             self.warehouse.wipe()
+            record_sources(self.warehouse, self.config)
             self.cursors = Cursors()
             self.batches.rewind(self.cursors.batches)
             return TickStats(again=True)

@@ -85,9 +85,17 @@ class SimulatorProcess:
         reader.join(self.ready_timeout_s)
         if not found or not found[0].startswith(READY_PREFIX):
             self.kill()
-            msg = f"the generator did not get ready: {found} stderr: {''.join(self._stderr_lines)}"
-            raise ConfigError(msg)
+            raise ConfigError(self._not_ready(found))
         return int(found[0][len(READY_PREFIX) :])
+
+    def _not_ready(self, found: list[str]) -> str:
+        """Why the generator is not ready: its own last words first, when it said any."""
+        said = [line.strip() for line in self._stderr_lines if line.strip()]
+        if found == [""] and said:  # it exited before its ready line: its error says why
+            return f"the generator stopped before it was ready: {said[-1]}"
+        waited = f"no ready line in {self.ready_timeout_s:.0f} s"
+        got = f"its first line was {found[0]!r}" if found else waited
+        return f"the generator did not get ready ({got}); its stderr: {' | '.join(said[-5:])}"
 
     def _read_ready(self, found: list[str]) -> None:
         stream = self._process().stdout

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from cohortflow.config import PipelineConfig
 from cohortflow.parse import DELTA_SCHEMA, delta_from_arrow, summarise_partition
 from cohortflow.records import BatchRecord, StudentRecord
-from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, TickStats
+from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, TickStats, record_sources
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class WarehouseSink:
         self.warehouse: Warehouse = open_warehouse(config.warehouse, writer=True)
         self.warehouse.ensure_schema()
         self.warehouse.acquire_writer()
+        record_sources(self.warehouse, config)
         self.applied = 0
 
     def close(self) -> None:
