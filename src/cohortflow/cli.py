@@ -158,6 +158,7 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
     from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
+    from cohortflow.tickmetrics import TickRecorder, all_of
 
     config = _config(**options)
     stop = threading.Event()
@@ -165,10 +166,12 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=True)
     with ExitStack() as scope:
-        on_commit = None
+        progress = None
         if not quiet and config.once and console.is_terminal:
-            on_commit = scope.enter_context(backfill_progress(config.test_runs_log))
-        totals = make_engine(engine, config, on_commit).run(stop)
+            progress = scope.enter_context(backfill_progress(config.test_runs_log))
+        recorder = TickRecorder(config.warehouse)  # the dashboard's /metrics reads what it records
+        scope.callback(recorder.close)
+        totals = make_engine(engine, config, all_of(recorder, progress)).run(stop)
     if not quiet:
         console.print(
             f"ingested {totals.lines} test-run lines, {totals.students} students, "
@@ -217,6 +220,30 @@ def status(as_json: bool, **options: Any) -> None:
     console = Console()
     for table in status_tables(info):
         console.print(table)
+
+
+@main.command()
+@_source_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="COHORTFLOW_DASHBOARD_HOST",
+    help="Interface to listen on (anything but loopback is reachable by others: a warning).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8050,
+    show_default=True,
+    envvar="COHORTFLOW_DASHBOARD_PORT",
+    help="Port to listen on.",
+)
+def dashboard(host: str, port: int, **options: Any) -> None:
+    """Serve the live web dashboard: leaderboard, batches, sources, quarantine, /metrics."""
+    from cohortflow.dashboard import ServeOptions, serve
+
+    serve(_config(**options), ServeOptions(host, port))
 
 
 @main.command()

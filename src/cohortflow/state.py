@@ -46,6 +46,7 @@ class TickStats:
     log_bytes: int = 0
     quarantined: int = 0
     again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
+    seconds: float = 0.0  # wall time from the tick's first read to its commit
 
     @property
     def empty(self) -> bool:
@@ -69,6 +70,7 @@ class TickStats:
         self.lines += other.lines
         self.log_bytes += other.log_bytes
         self.quarantined += other.quarantined
+        self.seconds += other.seconds
 
 
 OnCommit = Callable[[TickStats, Cursors], None]

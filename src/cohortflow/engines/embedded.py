@@ -161,7 +161,7 @@ class EmbeddedEngine:
 
     def tick(self, stop: threading.Event | None = None) -> TickStats:
         """Read what is new, then commit it with the advanced cursors in one transaction."""
-        stats = TickStats()
+        stats, started = TickStats(), time.monotonic()
         try:
             students, chunk = self._read_students(), self._read_log()
             reads = _Reads(self.batches.take(), students, chunk)  # taken last: the others may raise
@@ -174,6 +174,7 @@ class EmbeddedEngine:
             self.batches.rewind(self.cursors.batches)  # batches taken but not committed: read again
             raise
         self.cursors = cursors
+        stats.seconds = time.monotonic() - started
         self._report_health()
         if self.on_commit:
             self.on_commit(stats, cursors)
