@@ -225,6 +225,7 @@ def create_app(config: PipelineConfig) -> Starlette:
         Route("/metrics", board.prometheus),
         Route("/healthz", board.healthz),
         Route("/vendor/plotly.min.js", board.vendor_plotly),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Mount("/static", StaticFiles(packages=[("cohortflow.dashboard", "static")]), name="static"),
     ]
     app = Starlette(
