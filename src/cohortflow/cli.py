@@ -265,11 +265,23 @@ def dashboard(host: str, port: int, **options: Any) -> None:
 @click.option("--interval-ms", default=500, show_default=True, help="Simulator stream interval.")
 @click.option("--top", default=10, show_default=True, help="How many batches to show.")
 @click.option("--seed", type=int, default=None, help="Simulator seed (random when absent).")
-def demo(data_dir: Path, warehouse: str, port: int, interval_ms: int, top: int, seed: int | None) -> None:
-    """Run the simulator and the pipeline, with a live leaderboard until Ctrl-C."""
+@click.option("--dashboard-port", default=8050, show_default=True, help="Web dashboard port (127.0.0.1).")
+def demo(
+    data_dir: Path,
+    warehouse: str,
+    port: int,
+    interval_ms: int,
+    top: int,
+    seed: int | None,
+    dashboard_port: int,
+) -> None:
+    """Run the simulator, the pipeline and the web dashboard, with a live leaderboard until Ctrl-C."""
     from cohortflow.demo import DemoOptions, run_demo
 
-    run_demo(DemoOptions(data_dir, warehouse, port, interval_ms, top=top, seed=seed))
+    options = DemoOptions(
+        data_dir, warehouse, port, interval_ms, top=top, seed=seed, dashboard_port=dashboard_port
+    )
+    run_demo(options)
 
 
 def _load_commands() -> None:

@@ -6,6 +6,7 @@ only here, when the command runs.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ class ServeOptions:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+
+
+def has_extra() -> bool:
+    """Whether the ``[dashboard]`` extra's packages are installed."""
+    return all(importlib.util.find_spec(name) for name in ("starlette", "uvicorn", "jinja2", "plotly"))
 
 
 def _is_loopback(host: str) -> bool:
