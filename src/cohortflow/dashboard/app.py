@@ -68,6 +68,7 @@ class Dashboard:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Close pooled connections when the server stops."""
         yield
+        self.watcher.close()
         self.reader.close()
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:

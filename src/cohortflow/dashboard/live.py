@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from cohortflow.dashboard import queries
 from cohortflow.dashboard.reader import Reader
 from cohortflow.errors import WarehouseError
+from cohortflow.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -35,6 +37,7 @@ class CommitWatcher:
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._conn: Warehouse | None = None
 
     async def changes(self) -> AsyncIterator[None]:
         """Yield once at once, then after every commit, for as long as the caller listens."""
@@ -59,20 +62,35 @@ class CommitWatcher:
                 changed, self._changed = self._changed, asyncio.Event()
                 changed.set()  # wakes everyone waiting on the old event; later waits use the new one
             await asyncio.sleep(self.poll_seconds)
+        await run_in_threadpool(self.close)
+
+    def close(self) -> None:
+        """Close the watcher's connection (reopened when someone listens again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
 
     def _read_marker(self) -> Any:
+        # One connection kept for the watcher: in autocommit each read ends with its statement,
+        # so holding it open pins nothing, and polling skips a connect and schema load each time.
         try:
-            with self.reader.connection() as warehouse:
-                marker = queries.version(warehouse)
+            self._conn = self._conn or Warehouse(self.reader.backend)
+            marker = queries.version(self._conn)
         except WarehouseError as exc:
             if not self._failing:
                 log.warning("cannot read the warehouse for live updates: %s", exc)
             self._failing = True
+            self.close()
             return self.marker
         if self._failing:
             log.info("reading the warehouse again")
         self._failing = False
         return marker
+
+
+def _close_quietly(warehouse: Warehouse) -> None:
+    with suppress(Exception):
+        warehouse.close()
 
 
 async def view_stream(watcher: CommitWatcher, read: Callable[[], str]) -> AsyncIterator[dict[str, str]]:
