@@ -54,19 +54,12 @@ def build(sizes: Sizes) -> tuple[Path, str]:
     if not (root / "done").exists():
         shutil.rmtree(root, ignore_errors=True)
         generate(data, sizes)
-        with served(data) as sim:
-            run = run_child(
-                cohortflow(
-                    "run",
-                    "--once",
-                    "--quiet",
-                    *source_options(data, f"{sim.url}/batches"),
-                    "--warehouse",
-                    str(warehouse),
-                )
-            )
-            check(run, "cohortflow run --once")
         (root / "done").touch()
+    with served(data) as sim:  # catch up (a no-op once done; it also brings the schema up to date)
+        options = source_options(data, f"{sim.url}/batches")
+        check(
+            run_child(cohortflow("run", "--once", "--quiet", *options, "--warehouse", str(warehouse))), "run"
+        )
     return data, str(warehouse)
 
 

@@ -82,7 +82,7 @@ def test_dashboard_live_in_chromium(tmp_path: Path, warehouse: str, browser: Any
             check_metrics(board.url, data, warehouse)
             check_top_batch_and_escaping(browser, board.url, warehouse)
             check_live_updates(browser, board.url, data, sim.url, warehouse)
-            check_other_pages(browser, board.url)
+            check_other_pages(browser, board.url, warehouse)
 
 
 def check_top_batch_and_escaping(browser: Any, url: str, warehouse: str) -> None:
@@ -187,7 +187,17 @@ def check_metrics(url: str, data: Path, warehouse: str) -> None:
     assert value["cohortflow_rows"][(("table", "students"),)] == students
 
 
-def check_other_pages(browser: Any, url: str) -> None:
+def check_other_pages(browser: Any, url: str, warehouse: str) -> None:
+    # No pipeline runs now: the page's ranks must be the batch_leaderboard view's, row for row.
+    view = warehouse_read(
+        warehouse,
+        "SELECT rank, batch_id, name, students_completed_3plus FROM batch_leaderboard ORDER BY 1, 2",
+    )
+    shown = httpx.get(f"{url}/api/leaderboard", params={"top": 1000}).json()
+    assert [(r["rank"], r["batch_id"], r["name"], r["students_completed_3plus"]) for r in shown] == view
+    web = httpx.get(f"{url}/api/leaderboard", params={"top": 1000, "track": "web"}).json()
+    assert web and all(r["name"].startswith("web-") for r in web)
+    assert len(web) == sum(name.startswith("web-") for _, _, name, _ in view)
     top = httpx.get(f"{url}/api/leaderboard", params={"top": 1}).json()[0]
     browser.get(f"{url}/batches/{top['batch_id']}")
     assert page_text(browser, "batch-name") == top["name"]
