@@ -141,9 +141,9 @@ class Dashboard:
 
     def _tables(self) -> dict[str, Callable[[Request], list[dict[str, Any]]]]:
         return {
-            "leaderboard": lambda r: self._leaderboard_view(LeaderboardQuery.from_params(r.query_params))[
-                "rows"
-            ],
+            "leaderboard": lambda r: self._snapshot(
+                lambda w: queries.leaderboard(w, LeaderboardQuery.from_params(r.query_params))
+            ),
             "sources": lambda r: self._sources()["sources"],
             "quarantine": lambda r: self._snapshot(queries.quarantine_counts),
             "rejects": lambda r: self._snapshot(
