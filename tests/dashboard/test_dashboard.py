@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,9 +147,21 @@ def check_live_updates(browser: Any, url: str, data: Path, sim_url: str, warehou
         _, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
     assert browser.execute_script("return window.notReloaded") is True
+    if backend(warehouse) == "sqlite":
+        assert_wal_not_pinned(warehouse)
     (ARTIFACTS / f"live-delays-{backend(warehouse)}.json").write_text(json.dumps(delays))
     assert max(delays) < 1.0, f"commit-to-page delays {delays}"
     screenshot(browser, "leaderboard-live")
+
+
+def assert_wal_not_pinned(path: str) -> None:
+    """With the page open and listening, a writer can still checkpoint the whole WAL away."""
+    with closing(sqlite3.connect(path, timeout=30)) as conn:
+        for _ in range(5):
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+            assert Path(f"{path}-wal").stat().st_size == 0
+            time.sleep(0.1)
 
 
 def commit_to_page(browser: Any, warehouse: str) -> float:

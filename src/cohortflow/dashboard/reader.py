@@ -71,8 +71,11 @@ class Reader:
             warehouse.execute(READ_BEGIN[warehouse.dialect.name])
             try:
                 yield warehouse
-            finally:
-                warehouse.execute("COMMIT")
+            except BaseException:
+                with suppress(WarehouseError):
+                    warehouse.execute("ROLLBACK")
+                raise
+            warehouse.execute("COMMIT")
 
     @contextmanager
     def connection(self) -> Iterator[Warehouse]:
