@@ -47,9 +47,9 @@ ENDPOINTS = {
 }
 
 
-def build(sizes: Sizes) -> tuple[Path, str]:
+def build(sizes: Sizes, out: Path = BENCH / "out") -> tuple[Path, str]:
     """A caught-up warehouse over a history of ``sizes`` (reused when already built)."""
-    root = BENCH / "out" / f"dashboard-{sizes.batches}-{sizes.students}-{sizes.lines}"
+    root = out / f"dashboard-{sizes.batches}-{sizes.students}-{sizes.lines}"
     data, warehouse = root / "data", root / "warehouse.db"
     if not (root / "done").exists():
         shutil.rmtree(root, ignore_errors=True)
@@ -141,8 +141,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=600_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--out", type=Path, default=BENCH / "out", help="where data sets are cached")
     args = parser.parse_args()
-    data, warehouse = build(Sizes(args.lines, args.students, args.batches))
+    data, warehouse = build(Sizes(args.lines, args.students, args.batches), args.out)
     with served(data) as sim:
         server, url = start_dashboard(data, warehouse, f"{sim.url}/batches")
         try:
