@@ -186,6 +186,8 @@ def check_metrics(url: str, data: Path, warehouse: str) -> None:
         if s.name.endswith("_bucket")
     }
     assert ticks >= 1 and buckets["+Inf"] == ticks
+    sums = [s.value for s in families["cohortflow_tick_duration_seconds"].samples if s.name.endswith("_sum")]
+    assert sums and sums[0] > 0
     quarantine = {
         (s.labels["source"], s.labels["reason"]): s.value
         for s in families["cohortflow_quarantine_records"].samples

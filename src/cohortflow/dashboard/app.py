@@ -109,7 +109,13 @@ class Dashboard:
         with self.reader.connection() as warehouse:
             status = pipeline_status(warehouse, self.config)
             times = queries.state_times(warehouse)
-        return {"sources": status["sources"], "quarantine": status["quarantine"], "times": times}
+            last_commit = queries.version(warehouse)[0]
+        return {
+            "sources": status["sources"],
+            "quarantine": status["quarantine"],
+            "times": times,
+            "last_commit": last_commit,
+        }
 
     def quarantine_page(self, request: Request) -> Response:
         """Counts by reason and the latest rejected records, filterable by reason."""
