@@ -24,6 +24,7 @@ from cohortflow.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
+REOPEN_EVERY = 50  # polls between two reconnects of the watcher
 
 
 class CommitWatcher:
@@ -38,6 +39,7 @@ class CommitWatcher:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._conn: Warehouse | None = None
+        self._polls = 0
 
     async def changes(self) -> AsyncIterator[None]:
         """Yield once at once, then after every commit, for as long as the caller listens."""
@@ -73,6 +75,9 @@ class CommitWatcher:
     def _read_marker(self) -> Any:
         # One connection kept for the watcher: in autocommit each read ends with its statement,
         # so holding it open pins nothing, and polling skips a connect and schema load each time.
+        self._polls += 1
+        if self._polls % REOPEN_EVERY == 0:
+            self.close()  # follows a warehouse file that was replaced (bin/reset, a rebuild)
         try:
             self._conn = self._conn or Warehouse(self.reader.backend)
             marker = queries.version(self._conn)
