@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,10 @@ ENDPOINTS = {
 }
 
 
-def build(sizes: Sizes, out: Path = BENCH / "out") -> tuple[Path, str]:
-    """A caught-up warehouse over a history of ``sizes`` (reused when already built)."""
+def build(sizes: Sizes, out: Path = BENCH / "out", warehouse_url: str | None = None) -> tuple[Path, str]:
+    """A caught-up warehouse over a history of ``sizes`` (the data set is reused when already built)."""
     root = out / f"dashboard-{sizes.batches}-{sizes.students}-{sizes.lines}"
-    data, warehouse = root / "data", root / "warehouse.db"
+    data, warehouse = root / "data", warehouse_url or str(root / "warehouse.db")
     if not (root / "done").exists():
         shutil.rmtree(root, ignore_errors=True)
         generate(data, sizes)
@@ -141,13 +142,26 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=600_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL warehouse")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="where data sets are cached")
     args = parser.parse_args()
-    data, warehouse = build(Sizes(args.lines, args.students, args.batches), args.out)
+    with ExitStack() as scope:
+        url = None
+        if args.postgres:
+            from cohortflow.testing.pgserver import ThrowawayPostgres
+
+            url = scope.enter_context(ThrowawayPostgres()).create_database("dashboard_bench")
+        measure(args, *build(Sizes(args.lines, args.students, args.batches), args.out, url))
+
+
+def measure(args: argparse.Namespace, data: Path, warehouse: str) -> None:
     with served(data) as sim:
         server, url = start_dashboard(data, warehouse, f"{sim.url}/batches")
         try:
-            print(f"dashboard over {args.batches} batches / {args.students} students / {args.lines} lines")
+            kind = "PostgreSQL" if args.postgres else "SQLite"
+            print(
+                f"dashboard, {kind}: {args.batches} batches / {args.students} students / {args.lines} lines"
+            )
             print(f"{'endpoint':36} {'p50 ms':>8} {'p99 ms':>8}")
             for name, path in ENDPOINTS.items():
                 times = latencies(url, path, args.requests)
