@@ -11,12 +11,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cohortflow.demo import DEFAULT_PORT
 from cohortflow.errors import WarehouseError
 from cohortflow.warehouse import open_warehouse
+from tests.dashboard.support import free_port
 from tests.support.wait import wait_until
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @contextmanager
@@ -45,6 +54,8 @@ def test_demo_with_port_8000_taken_picks_a_free_port_and_shows_students_with_3_l
 ) -> None:
     data, warehouse = tmp_path / "data", str(tmp_path / "data" / "warehouse.db")
     command = [sys.executable, "-m", "cohortflow", "demo", "--data-dir", str(data), "--warehouse", warehouse]
+    board = f"http://127.0.0.1:{free_port()}"
+    command += ["--dashboard-port", board.rsplit(":", 1)[1]]
     with port_taken(DEFAULT_PORT):
         demo = subprocess.Popen(
             [*command, "--interval-ms", "20", "--seed", "1"],  # no --port: the default, which is taken
@@ -59,6 +70,7 @@ def test_demo_with_port_8000_taken_picks_a_free_port_and_shows_students_with_3_l
                 return batches_with_a_3plus_student(warehouse)
 
             wait_until(ingested_3plus, 150, "a batch with a 3+ student in the warehouse", (WarehouseError,))
+            wait_until(lambda: _answers(f"{board}/healthz"), 60, "the demo's web dashboard")
         finally:
             demo.send_signal(signal.SIGINT)  # what Ctrl-C does
             output, _ = demo.communicate(timeout=60)
@@ -68,4 +80,5 @@ def test_demo_with_port_8000_taken_picks_a_free_port_and_shows_students_with_3_l
     assert f"batch API on http://127.0.0.1:{DEFAULT_PORT};" not in output
     assert "Batches by students with 3+ lessons" in output
     assert "stopping" in output
+    assert f"dashboard: {board}/" in output
     assert "Traceback" not in output

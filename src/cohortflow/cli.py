@@ -108,6 +108,7 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
     from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
+    from cohortflow.tickmetrics import TickRecorder, all_of
 
     config = _config(**options)
     stop = threading.Event()
@@ -115,10 +116,12 @@ def run(engine: str, quiet: bool, **options: Any) -> None:
         signal.signal(sig, lambda *_: stop.set())
     console = Console(stderr=True)
     with ExitStack() as scope:
-        on_commit = None
+        progress = None
         if not quiet and config.once and console.is_terminal:
-            on_commit = scope.enter_context(backfill_progress(config.test_runs_log))
-        totals = make_engine(engine, config, on_commit).run(stop)
+            progress = scope.enter_context(backfill_progress(config.test_runs_log))
+        recorder = TickRecorder(config.warehouse)  # the dashboard's /metrics reads what it records
+        scope.callback(recorder.close)
+        totals = make_engine(engine, config, all_of(recorder, progress)).run(stop)
     if not quiet:
         console.print(
             f"ingested {totals.lines} test-run lines, {totals.students} students, "
@@ -178,6 +181,32 @@ def status(as_json: bool, **options: Any) -> None:
 
 
 @main.command()
+@_source_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="COHORTFLOW_DASHBOARD_HOST",
+    show_envvar=True,
+    help="Interface to listen on (anything but loopback is reachable by others: a warning).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8050,
+    show_default=True,
+    envvar="COHORTFLOW_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Port to listen on.",
+)
+def dashboard(host: str, port: int, **options: Any) -> None:
+    """Serve the live web dashboard: leaderboard, batches, sources, quarantine, /metrics."""
+    from cohortflow.dashboard import ServeOptions, serve
+
+    serve(_config(**options), ServeOptions(host, port))
+
+
+@main.command()
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -196,13 +225,23 @@ def status(as_json: bool, **options: Any) -> None:
 @click.option("--interval-ms", default=500, show_default=True, help="Simulator stream interval.")
 @click.option("--top", default=10, show_default=True, help="How many batches to show.")
 @click.option("--seed", type=int, default=None, help="Simulator seed (random when absent).")
+@click.option("--dashboard-port", default=8050, show_default=True, help="Web dashboard port (127.0.0.1).")
 def demo(
-    data_dir: Path, warehouse: str, port: int | None, interval_ms: int, top: int, seed: int | None
+    data_dir: Path,
+    warehouse: str,
+    port: int | None,
+    interval_ms: int,
+    top: int,
+    seed: int | None,
+    dashboard_port: int,
 ) -> None:
-    """Run the simulator and the pipeline, with a live leaderboard until Ctrl-C."""
+    """Run the simulator, the pipeline and the web dashboard, with a live leaderboard until Ctrl-C."""
     from cohortflow.demo import DemoOptions, run_demo
 
-    run_demo(DemoOptions(data_dir, warehouse, port, interval_ms, top=top, seed=seed))
+    options = DemoOptions(
+        data_dir, warehouse, port, interval_ms, top=top, seed=seed, dashboard_port=dashboard_port
+    )
+    run_demo(options)
 
 
 def _load_commands() -> None:

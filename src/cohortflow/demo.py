@@ -41,6 +41,7 @@ class DemoOptions:
     history: tuple[int, int, int] = (200, 5_000, 60_000)
     top: int = 10
     seed: int | None = None
+    dashboard_port: int = 8050
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -88,6 +89,23 @@ def _pipeline(options: DemoOptions, url: str, log: Path) -> subprocess.Popen[byt
         return subprocess.Popen(command, stdout=sink, stderr=sink)
 
 
+def _dashboard(options: DemoOptions, url: str, log: Path) -> subprocess.Popen[bytes] | None:
+    """The web dashboard as a child process, or None (with the pip line) when its extra is missing."""
+    from cohortflow.dashboard import EXTRA, has_extra
+
+    if not has_extra():
+        Console(stderr=True).print(f"[yellow]no web dashboard: {EXTRA}[/]")
+        return None
+    data = options.data_dir
+    command = [
+        *(sys.executable, "-m", "cohortflow", "dashboard", "--port", str(options.dashboard_port)),
+        *("--students-db", str(data / "students.db"), "--test-runs-log", str(data / "test_runs.log")),
+        *("--batches-url", f"{url}/batches", "--warehouse", options.warehouse),
+    ]
+    with log.open("ab") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=sink)
+
+
 def _view(options: DemoOptions, started: float) -> Group:
     try:
         with open_warehouse(options.warehouse) as warehouse:
@@ -117,6 +135,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
     with SimulatorProcess(options.data_dir, *args, ready_timeout_s=600) as sim:
         console.print(f"[dim]batch API on {sim.url}; pipeline log in {log}[/]")
         pipeline = _pipeline(options, sim.url, log)
+        board = _dashboard(options, sim.url, log)
+        if board is not None:
+            console.print(f"dashboard: http://127.0.0.1:{options.dashboard_port}/")
         started = time.monotonic()
         try:
             with Live(_view(options, started), console=console, refresh_per_second=2) as live:
@@ -128,6 +149,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
         except KeyboardInterrupt:
             console.print("[dim]stopping…[/]")
         finally:
-            if pipeline.poll() is None:
-                pipeline.send_signal(signal.SIGTERM)
-            pipeline.wait(60)
+            for child in (board, pipeline):
+                if child is not None and child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in (board, pipeline):
+                if child is not None:
+                    child.wait(60)

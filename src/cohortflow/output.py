@@ -7,7 +7,10 @@ spreadsheet (formulas).
 
 from __future__ import annotations
 
+import csv
+import io
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -31,6 +34,23 @@ def escape_controls(text: str) -> str:
 def guard_formula(cell: str) -> str:
     """Prefix a cell a spreadsheet would run as a formula with ``'`` (the OWASP rule)."""
     return f"'{cell}" if cell.startswith(FORMULA_LEADS) else cell
+
+
+def csv_cell(value: object, formula_guard: bool = True) -> object:
+    r"""A value safe in a CSV cell: control characters as ``\xNN``, formulas guarded."""
+    if not isinstance(value, str):
+        return value
+    text = escape_controls(value)
+    return guard_formula(text) if formula_guard else text
+
+
+def csv_text(rows: Iterable[Mapping[str, object]], columns: Sequence[str], formula_guard: bool = True) -> str:
+    """Rows as CSV text with a header, every cell made safe by :func:`csv_cell`."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v, formula_guard) for k, v in row.items()} for row in rows)
+    return out.getvalue()
 
 
 def same_timestamp(value: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from rich.text import Text
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import CohortflowError, SourceReset
 from cohortflow.health import SourceHealth, health_key
-from cohortflow.output import escape_controls, guard_formula, same_timestamp
+from cohortflow.output import csv_text, escape_controls, same_timestamp
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
 from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors, with_recorded_sources
 from cohortflow.warehouse import Warehouse
@@ -58,22 +56,11 @@ def render_leaderboard(rows: list[dict[str, Any]], fmt: str, formula_guard: bool
     ]
     if fmt == "json":
         return _ascii_c1(json.dumps(rows, ensure_ascii=False, indent=2))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*LEADERBOARD_COLUMNS, *TIMESTAMP_COLUMNS])
-    writer.writeheader()
-    writer.writerows({k: _csv_cell(v, formula_guard) for k, v in row.items()} for row in rows)
-    return out.getvalue()
+    return csv_text(rows, [*LEADERBOARD_COLUMNS, *TIMESTAMP_COLUMNS], formula_guard)
 
 
 def _same_timestamps(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **{c: same_timestamp(str(row[c])) for c in TIMESTAMP_COLUMNS if c in row}}
-
-
-def _csv_cell(value: object, formula_guard: bool) -> object:
-    if not isinstance(value, str):
-        return value
-    text = escape_controls(value)
-    return guard_formula(text) if formula_guard else text
 
 
 _C1_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}

@@ -75,6 +75,7 @@ class TickStats:
     quarantined: int = 0
     again: bool = False  # nothing committed, but go again at once (after a restart or a retry)
     backlog: bool = False  # a source had more than one read's worth: go again at once
+    seconds: float = 0.0  # wall time from the tick's first read to its commit
 
     @property
     def empty(self) -> bool:
@@ -98,6 +99,7 @@ class TickStats:
         self.lines += other.lines
         self.log_bytes += other.log_bytes
         self.quarantined += other.quarantined
+        self.seconds += other.seconds
 
 
 OnCommit = Callable[[TickStats, Cursors], None]

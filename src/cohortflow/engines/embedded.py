@@ -209,7 +209,7 @@ class EmbeddedEngine:
         Each source is read on its own: one that fails is marked in its health and left for
         a later tick, and the others are committed without it.
         """
-        stats = TickStats()
+        stats, started = TickStats(), time.monotonic()
         try:
             students = self._guard("students", self._read_students)
             chunk = self._guard("test_runs", self._read_log)
@@ -224,6 +224,7 @@ class EmbeddedEngine:
             self.batches.rewind(self.cursors.batches)  # batches taken but not committed: read again
             raise
         self.cursors = cursors
+        stats.seconds = time.monotonic() - started
         if self.on_commit:
             self.on_commit(stats, cursors)
         return stats
