@@ -4,8 +4,9 @@
     ├── ConfigError          bad option, path, URL or environment value (terminal, fail at once)
     ├── SourceError          a source cannot be read as the contract says
     │   ├── SourceUnavailable    transient: retry with backoff (locked, down, missing for now)
+    │   │   └── SourceThrottled      the upstream said when to come back (HTTP Retry-After)
     │   ├── SourceBlocked        cannot be read until someone acts (e.g. read-only media); retried slowly
-    │   ├── SourceLimit          the upstream cannot serve what the contract needs (terminal for that source)
+    │   ├── SourceLimit          the upstream cannot serve part of the contract (reported, not raised)
     │   └── SourceReset          the source really started over (terminal unless --on-reset restart)
     ├── WarehouseError       the warehouse refused a statement
     │   ├── WarehouseUnavailable transient: reconnect with backoff
@@ -54,6 +55,14 @@ class SourceUnavailable(SourceError):
     transient = True
 
 
+class SourceThrottled(SourceUnavailable):
+    """The upstream asked us to wait ``retry_after`` seconds (HTTP 429/503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SourceBlocked(SourceError):
     """A source cannot be read until someone acts (the hint says what); retried slowly."""
 
@@ -61,7 +70,10 @@ class SourceBlocked(SourceError):
 
 
 class SourceLimit(SourceError):
-    """The upstream cannot serve what the contract needs (e.g. >100 batches in one second)."""
+    """The upstream cannot serve part of what the contract needs (e.g. >100 batches in one second).
+
+    Reported (log and ``status``) while the source goes on with what it can read.
+    """
 
 
 class SourceReset(SourceError):

@@ -24,12 +24,13 @@ from cohortflow.sources import (
     RunLog,
     StudentsTable,
 )
-from cohortflow.sources.batches import BatchesRead
-from cohortflow.sources.prefetch import BatchPrefetcher
+from cohortflow.sources.batches import BatchesRead, BatchListing
+from cohortflow.sources.prefetch import BatchPrefetcher, SourceHealth
 from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
 from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
+from cohortflow.warehouse.reconcile import reconcile_batches
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ class EmbeddedEngine:
         self.log = RunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
-        self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
+        self.batches = BatchPrefetcher(
+            self.api, config.batches_poll_seconds, reconcile_every=config.batches_reconcile_seconds
+        )
         self.on_commit = on_commit
         self.cursors = Cursors()
-        self._health_reported: str | None = None
+        self._health_reported: SourceHealth | None = None
 
     def open(self) -> None:
         """Create the schema, take the writer lease and load committed cursors."""
@@ -188,7 +191,7 @@ class EmbeddedEngine:
             tx.add_rejects("batches", reads.batches.rejects)
             cursors = replace(cursors, batches=reads.batches.cursor)
             tx.set_state(BATCHES_KEY, cursors.batches.to_json())
-            stats.batches = len(reads.batches.batches)
+            stats.batches = len(reads.batches.batches) + self._reconcile(tx, reads.batches.listing)
         if reads.students is not None:
             tx.add_students(reads.students.students)
             tx.add_rejects("students", reads.students.rejects)
@@ -230,13 +233,25 @@ class EmbeddedEngine:
     def _read_students(self) -> StudentsPage | None:
         return self.students.read(self.cursors.students)
 
+    def _reconcile(self, tx: Transaction, listing: BatchListing | None) -> int:
+        """Apply a full listing of the batch API, if one came; return the batches it added."""
+        if listing is None:
+            return 0
+        counts = reconcile_batches(
+            tx,
+            listing.records,
+            listing.reach,
+            listing.listed_at,
+            gone_after=self.config.batches_gone_after,
+            source=self.api.url,
+        )
+        return counts.added
+
     def _report_health(self) -> None:
         """Record the batch API's health for `cohortflow status` when it changes."""
-        backoff = self.batches.backoff
-        error = backoff.last_error
-        if error == self._health_reported:
+        health = self.batches.health()
+        if health == self._health_reported:
             return
-        health = {"ok": error is None, "failures": backoff.failures, "last_error": error}
         with self.warehouse.transaction() as tx:
-            tx.set_state(HEALTH_KEY, health)
-        self._health_reported = error
+            tx.set_state(HEALTH_KEY, health.to_json())
+        self._health_reported = health
