@@ -13,6 +13,7 @@ from rich.table import Table
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import CohortflowError
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
+from cohortflow.sources.prefetch import SourceHealth
 from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors
 from cohortflow.warehouse import Warehouse
 
@@ -66,7 +67,7 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
     }
     state = {key: json.loads(value) for key, (value, _) in rows.items()}
     cursors = Cursors.from_state(state)
-    health = state.get(HEALTH_KEY) or {"ok": True}
+    health = state.get(HEALTH_KEY)
     sources = [
         SourceStatus(
             "test_runs",
@@ -91,9 +92,7 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
             f"{cursors.batches.created_at} ids {list(cursors.batches.boundary_ids)}",
             _lag(lambda: f"{_batches_behind(config, cursors)} batches"),
             rows.get(BATCHES_KEY, (None, None))[1],
-            "ok"
-            if health.get("ok", True)
-            else f"failing ({health.get('failures')}x): {health.get('last_error')}",
+            SourceHealth.from_json(health).describe(),
         ),
     ]
     return {

@@ -37,8 +37,7 @@ def validate_url(url: str) -> str:
         msg = "--batches-url is empty: give the batch API's URL, e.g. http://localhost:8000/batches"
         raise ConfigError(msg)
     if parts.scheme not in ("http", "https"):
-        what = f"scheme `{parts.scheme}`" if parts.scheme else "no scheme"
-        msg = f"--batches-url `{url}` has {what}: expected http:// or https://, e.g. http://localhost:8000/batches"
+        msg = f"--batches-url `{url}` does not start with http:// or https:// (e.g. http://localhost:8000/batches)"
         raise ConfigError(msg)
     if not parts.hostname:
         msg = f"--batches-url `{url}` has no host: expected e.g. http://localhost:8000/batches"

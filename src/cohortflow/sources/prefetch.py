@@ -48,6 +48,15 @@ class SourceHealth:
         """Plain JSON for pipeline_state (``ok`` kept for older readers)."""
         return {"ok": self.state == "ok", **self.__dict__}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> SourceHealth:
+        """Rebuild from pipeline_state (older rows held only ``ok``, ``failures``, ``last_error``)."""
+        if not data:
+            return cls()
+        state: HealthState = data.get("state") or ("ok" if data.get("ok", True) else "failing")
+        fields = ("since", "failures", "last_error", "limit")
+        return cls(state, **{k: data[k] for k in fields if k in data})
+
     def describe(self) -> str:
         """One line: what the state is, since when, why."""
         if self.state == "failing":

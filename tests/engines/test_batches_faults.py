@@ -1,0 +1,159 @@
+"""The batch API through a fault-injecting proxy, on real processes: the pipeline ends equal to the recompute.
+
+The simulator serves, ``cohortflow api-faults`` sits in front of it, and ``cohortflow run``
+follows the proxy. Once the faults stop, the warehouse must equal the naive recompute
+(``tests/naive.py``) read straight from the simulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cohortflow.errors import CohortflowError
+from cohortflow.simulator.faults import KINDS
+from cohortflow.simulator.process import FaultProxyProcess, SimulatorProcess
+from cohortflow.state import HEALTH_KEY
+from cohortflow.warehouse import open_warehouse
+from tests.engines.test_embedded import pipeline_cmd
+from tests.helpers import expected, generate, snapshot
+from tests.naive import recompute
+from tests.support.wait import wait_until
+
+HISTORY = ("--history-batches", "260", "--history-students", "300", "--history-test-runs", "3000")
+# About a quarter of requests fail or lie: a poll of several pages still gets through often enough.
+FAULTS = "5xx=0.03,429=0.03,hang=0.01,reset=0.03,garbage=0.03,stale=0.04,backwards=0.04,broken=0.05"
+FOLLOW = ("--batches-reconcile-seconds", "1")
+
+
+def _control(proxy: FaultProxyProcess, **command: Any) -> dict[str, int]:
+    response = httpx.post(f"{proxy.url}/_faults", json=command, timeout=10)
+    counts: dict[str, int] = response.json()
+    return counts
+
+
+def _injected(proxy: FaultProxyProcess) -> dict[str, int]:
+    counts: dict[str, int] = httpx.get(f"{proxy.url}/_faults", timeout=10).json()
+    return counts
+
+
+def _equal_to_recompute(data: Path, api: str, warehouse: str) -> bool:
+    model = recompute(data, f"{api}/batches")
+    try:
+        with open_warehouse(warehouse) as wh:
+            got = snapshot(wh)
+            gone = wh.execute("SELECT count(*) FROM batches WHERE gone_at IS NOT NULL")[0][0]
+    except CohortflowError:
+        return False  # e.g. not created yet
+    want = expected(model)
+    same = all(got[key] == want[key] for key in ("batches", "students", "lessons"))
+    return same and gone == 0
+
+
+def test_following_through_every_fault_ends_equal_to_recompute(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    sim = SimulatorProcess(data, "--seed", "5", "--interval-ms", "20", *HISTORY).start()
+    port = sim.port
+    with FaultProxyProcess(sim.url, "--faults", FAULTS, "--hang-seconds", "6", "--seed", "2") as proxy:
+        follower = subprocess.Popen(
+            pipeline_cmd(data, proxy.url, warehouse, *FOLLOW), stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: all(_injected(proxy).get(k, 0) >= 1 for k in KINDS), 240, 0.5, "every fault")
+            assert sim.stop() == 0, sim.stderr  # the writers stop; the same data is served again
+            with SimulatorProcess(data, "--no-stream", "--serve", "--port", str(port)) as served:
+                _control(proxy, calm=True)
+                wait_until(lambda: _equal_to_recompute(data, served.url, warehouse), 180, 0.5, "recompute")
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+    assert "Traceback" not in err
+    _assert_logged_once_per_state_change(err)
+
+
+def _assert_logged_once_per_state_change(err: str) -> None:
+    """Between two warnings of the batch API there is a recovery, or the second is a reminder."""
+    lines = [line for line in err.splitlines() if "WARNING cohortflow.sources.prefetch" in line]
+    assert lines, err
+    for before, after in itertools.pairwise(lines):
+        if "recovered:" not in before and "recovered:" not in after:
+            assert "still " in after or "limit" in before + after, f"logged per attempt:\n{before}\n{after}"
+
+
+def test_a_batch_no_longer_served_leaves_the_leaderboard_and_comes_back(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    generate(data, "--seed", "8", "--history-batches", "30", "--history-students", "60")
+    follow = ("--batches-reconcile-seconds", "0.2", "--batches-gone-after", "2")
+    with (
+        SimulatorProcess(data, "--no-stream", "--serve") as sim,
+        FaultProxyProcess(sim.url, "--faults", "") as proxy,
+    ):
+        follower = subprocess.Popen(
+            pipeline_cmd(data, proxy.url, warehouse, *follow), stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: _board(warehouse) == set(range(1, 31)), 60, 0.2, "all 30 batches")
+            _control(proxy, hide=[7])
+            wait_until(lambda: _board(warehouse) == set(range(1, 31)) - {7}, 60, 0.2, "batch 7 gone")
+            _control(proxy, hide=[])
+            wait_until(lambda: _board(warehouse) == set(range(1, 31)), 60, 0.2, "batch 7 back")
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            _, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+
+
+def _board(warehouse: str) -> set[int]:
+    try:
+        with open_warehouse(warehouse) as wh:
+            return {int(row["batch_id"]) for row in wh.leaderboard(1000)}
+    except CohortflowError:
+        return set()
+
+
+@pytest.fixture
+def crowded_second(tmp_path: Path) -> Path:
+    """A data dir whose API serves 20 batches, then 150 within one second, then 10 more."""
+    data = tmp_path / "data"
+    generate(data, "--seed", "3", "--history-batches", "1", "--history-students", "1")
+    stamps = [f"2026-01-01 00:00:00.{i:06d}" for i in range(1, 21)]
+    stamps += [f"2026-01-01 00:00:01.{i:06d}" for i in range(1, 151)]
+    stamps += [f"2026-01-01 00:00:02.{i:06d}" for i in range(1, 11)]
+    with sqlite3.connect(data / ".batches.db") as conn:
+        conn.execute("DELETE FROM batches")
+        conn.executemany(
+            "INSERT INTO batches (id, name, created_at) VALUES (?, ?, ?)",
+            [(i, f"web-{i}", stamp) for i, stamp in enumerate(stamps, start=1)],
+        )
+    conn.close()
+    return data
+
+
+def test_more_than_a_page_in_one_second_is_a_reported_limit_not_the_end(crowded_second: Path) -> None:
+    data, warehouse = crowded_second, str(crowded_second.parent / "warehouse.db")
+    with SimulatorProcess(data, "--no-stream", "--serve") as sim:
+        done = subprocess.run(
+            pipeline_cmd(data, sim.url, warehouse, "--once"),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert done.stderr.count("more than 100 batches created within the second 2026-01-01 00:00:01") == 1
+    with open_warehouse(warehouse) as wh:
+        ids = {int(r[0]) for r in wh.execute("SELECT id FROM batches")}
+        health = wh.state()[HEALTH_KEY]
+        students = wh.execute("SELECT count(*) FROM students")[0][0]
+    # 20 before, the first 100 of the crowded second, the 10 after: ids 121..170 cannot be served
+    assert ids == set(range(1, 121)) | set(range(171, 181))
+    assert health["limit"] and "00:00:01" in health["limit"]
+    assert students == 1  # the other sources were ingested all the same
