@@ -29,7 +29,7 @@ from tests.support.wait import wait_until
 
 HISTORY = ("--history-batches", "260", "--history-students", "300", "--history-test-runs", "3000")
 # About a quarter of requests fail or lie: a poll of several pages still gets through often enough.
-FAULTS = "5xx=0.03,429=0.03,hang=0.01,reset=0.03,garbage=0.03,stale=0.04,backwards=0.04,broken=0.05"
+FAULTS = "5xx=0.03,429=0.03,hang=0.01,reset=0.03,garbage=0.03,stale=0.04,backwards=0.04,broken=0.08"
 FOLLOW = ("--batches-reconcile-seconds", "1")
 
 

@@ -11,7 +11,8 @@ a share of requests with a fault, drawn from a seeded RNG:
 * ``garbage``: 200 with a body that is not a JSON array (HTML, an object, cut JSON);
 * ``stale``: the previous answer served for the same URL (an older version of the page);
 * ``backwards``: the first page (no ``after``), whatever was asked;
-* ``broken``: one record of the page is malformed, each batch id at most once.
+* ``broken``: the last record of the page not broken before, but never the page's very
+  last one, is malformed (a record a cursor moves past): each batch id at most once.
 
 ``GET /_faults`` returns the counts so far; ``POST /_faults`` with
 ``{"calm": true}`` stops injecting (``false`` starts again) and
@@ -122,10 +123,11 @@ class FaultProxy(ThreadingHTTPServer):
         return 200, json.dumps(records).encode()
 
     def _break_one(self, records: list[dict[str, Any]]) -> None:
-        candidates = [i for i, r in enumerate(records) if r.get("id") not in self._broken]
+        # The next-to-last record: a reader's cursor moves past it on the last one.
+        candidates = [i for i, r in enumerate(records[:-1]) if r.get("id") not in self._broken]
         if not candidates:
             return
-        at = self._rng.choice(candidates)
+        at = candidates[-1]
         self._broken.add(records[at]["id"])
         how = self._rng.randrange(3)
         if how == 0:
