@@ -11,6 +11,7 @@ import itertools
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,16 @@ def test_more_than_a_page_in_one_second_is_a_reported_limit_not_the_end(crowded_
     assert ids == set(range(1, 121)) | set(range(171, 181))
     assert health["limit"] and "00:00:01" in health["limit"]
     assert students == 1  # the other sources were ingested all the same
+
+
+@pytest.mark.parametrize("url", ["", "localhost:8000/batches", "ftp://localhost/batches", "http://"])
+def test_an_unusable_batches_url_fails_at_once_with_one_line(tmp_path: Path, url: str) -> None:
+    command = [*pipeline_cmd(tmp_path, "", str(tmp_path / "warehouse.db"), "--once")]
+    command[command.index("--batches-url") + 1] = url
+    started = time.monotonic()
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--batches-url" in done.stderr
+    assert time.monotonic() - started < 20  # not 30 s of retries (a cold interpreter start is ~2 s)
+    assert not (tmp_path / "warehouse.db").exists()

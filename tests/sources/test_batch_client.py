@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -272,3 +273,22 @@ def test_health_says_failing_since_and_why() -> None:
     assert "answered 500" in str(health.last_error)
     assert json.loads(json.dumps(health.to_json()))["ok"] is False
     assert health.describe().startswith("failing since")
+
+
+def test_retry_after_is_honoured_before_the_next_try() -> None:
+    fake = FakeApi(batches([0]))
+    times: list[float] = []
+
+    def throttled_once(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return httpx.Response(429, headers={"Retry-After": "2"})
+        return fake(request)
+
+    prefetch = BatchPrefetcher(api_of(throttled_once), 0.01, reconcile_every=3600)
+    prefetch.start(BatchesCursor())
+    try:
+        wait_until(lambda: len(times) >= 2, 20)
+    finally:
+        prefetch.stop()
+    assert times[1] - times[0] >= 1.9  # the jittered backoff alone would retry within 0.5 s
