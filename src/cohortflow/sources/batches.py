@@ -111,32 +111,24 @@ class BatchApi:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, cursor: BatchesCursor, pause: float = 0.0) -> BatchesRead:
-        """Every batch after the cursor, following pages (``pause`` seconds between them)."""
-        batches: list[BatchRecord] = []
-        rejects: list[tuple[str, str, str]] = []
-        limit: SourceLimit | None = None
-        skip_to: str | None = None
-        while True:
-            page = self._get(skip_to or cursor.created_at)
-            fresh, bad, cursor = self._take(cursor, page)
-            batches += fresh
-            rejects += bad
-            if len(page) < BATCH_PAGE_LIMIT:
-                return BatchesRead(batches, rejects, cursor, limit)
-            if fresh:
-                skip_to = None
-            elif skip_to is None and (second := _one_second(page)) is not None:
-                limit, skip_to = self._limit(second), _next_second(second)
-            else:
-                raise self._stale(cursor, page)
-            time.sleep(pause)
+    def read(self, cursor: BatchesCursor) -> BatchesRead:
+        """Every batch after the cursor, following pages."""
+        walk = self.walk(cursor)
+        while not walk.done:
+            walk.step()
+        return walk.read()
+
+    def walk(self, cursor: BatchesCursor) -> BatchWalk:
+        """A paging walk from ``cursor`` that fetches one page per :meth:`BatchWalk.step`."""
+        return BatchWalk(self, cursor)
 
     def listing(self, pause: float = 0.0) -> BatchListing:
-        """Every batch the API serves now, paged from the start (the reconciler's view)."""
-        read = self.read(BatchesCursor(), pause)
-        listed_at = datetime.now(UTC).isoformat(timespec="microseconds")
-        return BatchListing(read.batches, read.cursor.created_at, listed_at, len(read.rejects))
+        """Every batch the API serves now, paged from the start (``pause`` seconds between pages)."""
+        walk = self.walk(BatchesCursor())
+        while not walk.done:
+            walk.step()
+            time.sleep(pause)
+        return walk.listing()
 
     def _limit(self, second: str) -> SourceLimit:
         msg = (
@@ -180,6 +172,47 @@ class BatchApi:
         # Milliseconds, truncated: never later than the instant, so nothing after it is skipped.
         params = {} if after is None else {"after": format_after(parse_timestamp(after))}
         return get_page(self.client, self.url, params)
+
+
+class BatchWalk:
+    """Paging from a cursor, one page per step, so a long listing can be spread over polls.
+
+    A step that raises leaves the walk where it was: the next step asks again.
+    """
+
+    def __init__(self, api: BatchApi, cursor: BatchesCursor) -> None:
+        self.api = api
+        self.cursor = cursor
+        self.batches: list[BatchRecord] = []
+        self.rejects: list[tuple[str, str, str]] = []
+        self.limit: SourceLimit | None = None
+        self.done = False
+        self._skip_to: str | None = None
+
+    def step(self) -> None:
+        """Fetch the next page; ``done`` once a short page came."""
+        page = self.api._get(self._skip_to or self.cursor.created_at)
+        fresh, bad, cursor = self.api._take(self.cursor, page)
+        if len(page) >= BATCH_PAGE_LIMIT and not fresh:
+            second = None if self._skip_to else _one_second(page)
+            if second is None:
+                raise self.api._stale(cursor, page)
+            self.limit, self._skip_to = self.api._limit(second), _next_second(second)
+        elif fresh:
+            self._skip_to = None
+        self.batches += fresh
+        self.rejects += bad
+        self.cursor = cursor
+        self.done = len(page) < BATCH_PAGE_LIMIT
+
+    def read(self) -> BatchesRead:
+        """What the walk found, as an incremental read."""
+        return BatchesRead(self.batches, self.rejects, self.cursor, self.limit)
+
+    def listing(self) -> BatchListing:
+        """What the walk found, as a full listing (when it started from the beginning)."""
+        listed_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        return BatchListing(self.batches, self.cursor.created_at, listed_at, len(self.rejects))
 
 
 def _one_second(page: list[Any]) -> str | None:

@@ -7,8 +7,10 @@ the committed cursor: reads are never skipped, and re-reads are harmless
 because the cursor de-duplicates them.
 
 Every ``reconcile_every`` seconds the thread also lists the whole API from the
-start (pages spaced by ``page_pause``); a tick takes that listing with the
-reads and the warehouse reconciles it. Re-applying a listing is a no-op
+start, a few pages after each poll (``listing_budget`` seconds' worth, then
+as long a pause), so a long listing never delays the polls by more than that
+nor takes more than half of the API's time; a tick takes the
+finished listing with the reads and the warehouse reconciles it. Re-applying a listing is a no-op
 (``listed_at``), so a rewind may hand the last one back.
 
 Failures are retried with :class:`Backoff` (a ``Retry-After`` is honoured) and
@@ -27,7 +29,7 @@ from typing import Any, Literal
 
 from cohortflow.errors import CohortflowError, SourceLimit, SourceThrottled, SourceUnavailable
 from cohortflow.retry import Backoff, StateLog
-from cohortflow.sources.batches import BatchApi, BatchesCursor, BatchesRead, BatchListing
+from cohortflow.sources.batches import BatchApi, BatchesCursor, BatchesRead, BatchListing, BatchWalk
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,12 @@ class BatchPrefetcher:
     """A background reader of the batch API with an in-order queue of reads and listings."""
 
     def __init__(
-        self, api: BatchApi, interval: float, reconcile_every: float = 60.0, page_pause: float = 0.02
+        self, api: BatchApi, interval: float, reconcile_every: float = 60.0, listing_budget: float = 0.1
     ) -> None:
         self.api = api
         self.interval = interval
         self.reconcile_every = reconcile_every
-        self.page_pause = page_pause
+        self.listing_budget = listing_budget
         self.backoff = Backoff()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -92,6 +94,7 @@ class BatchPrefetcher:
         self._quiet = False
         self._error: CohortflowError | None = None
         self._thread: threading.Thread | None = None
+        self._walk: BatchWalk | None = None
         self._listing: BatchListing | None = None
         self._taken_listing: BatchListing | None = None
         self._listings_taken = 0
@@ -172,7 +175,7 @@ class BatchPrefetcher:
         try:
             read = self.api.read(cursor)
             fresh = self._publish(read, cursor, generation)
-            self._list_if_due(now)
+            listing = self._list_if_due(now)
         except SourceUnavailable as exc:
             self._failed(exc)
             return max(0.0, self.backoff.next_at - time.monotonic())
@@ -181,7 +184,10 @@ class BatchPrefetcher:
                 self._error = exc
             return self.interval
         self._succeeded(read.limit)
-        return 0.0 if fresh else self.interval
+        if fresh:
+            return 0.0
+        # A listing under way goes on soon, but leaves the API as much idle time as it takes.
+        return self.listing_budget if listing else self.interval
 
     def _publish(self, read: BatchesRead, cursor: BatchesCursor, generation: int) -> bool:
         fresh = bool(read.batches or read.rejects or read.cursor != cursor)
@@ -193,13 +199,23 @@ class BatchPrefetcher:
                     self._cursor = read.cursor
         return fresh
 
-    def _list_if_due(self, now: float) -> None:
-        if now < self._next_listing:
-            return
-        listing = self.api.listing(self.page_pause)
+    def _list_if_due(self, now: float) -> bool:
+        """Go on with the full listing for up to ``listing_budget`` seconds; True while it is unfinished."""
+        if self._walk is None and now >= self._next_listing:
+            self._walk = self.api.walk(BatchesCursor())
+            self._next_listing = now + self.reconcile_every
+        walk = self._walk
+        if walk is None:
+            return False
+        until = time.monotonic() + self.listing_budget
+        while not walk.done and time.monotonic() < until:
+            walk.step()
+        if not walk.done:
+            return True
+        self._walk = None
         with self._lock:
-            self._listing = listing
-        self._next_listing = now + self.reconcile_every
+            self._listing = walk.listing()
+        return False
 
     def _failed(self, exc: SourceUnavailable) -> None:
         wait = exc.retry_after if isinstance(exc, SourceThrottled) else 0.0
