@@ -171,3 +171,28 @@ def test_an_unusable_batches_url_fails_at_once_with_one_line(tmp_path: Path, url
     assert "--batches-url" in done.stderr
     assert time.monotonic() - started < 20  # not 30 s of retries (a cold interpreter start is ~2 s)
     assert not (tmp_path / "warehouse.db").exists()
+
+
+def test_an_api_that_started_over_is_a_reset_confirmed_by_listings(tmp_path: Path) -> None:
+    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+    history = ("--history-batches", "20", "--history-students", "30", "--no-stream", "--serve")
+    follow = ("--batches-reconcile-seconds", "0.2", "--batches-gone-after", "2")
+    first = SimulatorProcess(data, "--seed", "1", "--start-time", "2026-01-01T00:00:00", *history).start()
+    follower = subprocess.Popen(
+        pipeline_cmd(data, first.url, warehouse, *follow), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: _board(warehouse) == set(range(1, 21)), 60, 0.2, "the first API's batches")
+        assert first.stop() == 0, first.stderr
+        # Another API on the same address: ids 1..20 again, created months later.
+        other = ("--seed", "2", "--start-time", "2026-06-01T00:00:00", "--port", str(first.port))
+        with SimulatorProcess(tmp_path / "other", *other, *history):
+            _, err = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert follower.returncode == 1, err
+    assert "was reset: batch 1 is served as created at 2026-06" in err
+    assert "consecutive full listings" in err
+    assert _board(warehouse) == set(range(1, 21))  # nothing wiped (--on-reset fail)

@@ -98,14 +98,31 @@ def test_a_listing_applied_twice_counts_once(warehouse: Warehouse) -> None:
     assert warehouse.execute("SELECT absent_listings FROM batches WHERE id = 1")[0][0] == 1
 
 
-def test_a_reset_is_confirmed_by_n_listings_of_only_other_batches(warehouse: Warehouse) -> None:
+def test_a_reset_is_confirmed_by_n_listings_reusing_our_ids(warehouse: Warehouse) -> None:
     hold(warehouse, [batch(1), batch(2)])
     others = [BatchRecord(1, "data_science-x", "2027-01-01 00:00:00.000001")]  # ids restarted
     listing(warehouse, others)
     listing(warehouse, others)
-    with pytest.raises(SourceReset, match="none of the batches we hold"):
+    with pytest.raises(SourceReset, match="batch 1 is served as created at 2027"):
         listing(warehouse, others)
     assert set(board(warehouse)) == {1, 2}  # the failed tick rolled back; nothing was wiped
+
+
+def test_batches_replaced_under_new_ids_are_gone_and_added_not_a_reset(warehouse: Warehouse) -> None:
+    hold(warehouse, [batch(1), batch(2)])
+    others = [BatchRecord(50, "data_science-x", "2027-01-01 00:00:00.000001")]
+    for _ in range(3):
+        listing(warehouse, others)
+    assert board(warehouse) == {50: "data_science-x"}
+
+
+def test_one_odd_listing_between_good_ones_is_not_a_reset(warehouse: Warehouse) -> None:
+    hold(warehouse, [batch(1), batch(2)])
+    odd = [BatchRecord(1, "web-1", "2027-01-01 00:00:00.000001")]
+    for _ in range(3):
+        listing(warehouse, odd, gone_after=2)
+        listing(warehouse, [batch(1), batch(2)], gone_after=2)
+    assert set(board(warehouse)) == {1, 2}
 
 
 def test_an_empty_api_is_not_a_reset(warehouse: Warehouse) -> None:

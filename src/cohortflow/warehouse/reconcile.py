@@ -8,8 +8,10 @@ each listing, in the tick's transaction:
 * a held batch not listed (up to the listing's reach) gets one more absence;
   after ``gone_after`` consecutive absences it is marked ``gone_at`` and leaves
   the leaderboard; listed again, it comes back. Nothing is deleted.
-* when a listing serves batches but none we hold, ``gone_after`` times in a
-  row, the API really started over: :class:`SourceReset`.
+* when ``gone_after`` listings in a row serve an id we hold with another
+  ``created_at`` (ids reused), the API really started over:
+  :class:`SourceReset`. One odd listing is never enough. Batches replaced by
+  others under new ids are not a reset: the old ones go, the new ones come.
 
 A listing applied twice (a retried tick) is recognised by its ``listed_at``.
 """
@@ -52,13 +54,9 @@ def reconcile_batches(
     if state.get("listed_at", "") >= listed_at:
         return ReconcileCounts()
     tx.warehouse.executemany(schema.INSERT_LISTED, [(b.id, b.name, b.created_at) for b in records])
-    unmatched = _unmatched_listings(tx, state, len(records))
-    if unmatched >= gone_after:
-        what = (
-            f"none of the batches we hold was served in {unmatched} consecutive full listings, "
-            f"while it serves {len(records)} others"
-        )
-        raise SourceReset(source, what)
+    conflicts, why = _ids_reused(tx, state)
+    if conflicts >= gone_after:
+        raise SourceReset(source, f"{why}, in {conflicts} consecutive full listings")
     missing = [BatchRecord(int(i), str(n), str(c)) for i, n, c in tx.execute(schema.LISTED_MISSING)]
     tx.add_batches(missing)
     counts = ReconcileCounts(
@@ -70,17 +68,18 @@ def reconcile_batches(
     )
     _changed(tx, schema.SERVED_AGAIN, (tx.now,))
     gone = _changed(tx, schema.MARK_GONE, (tx.now, tx.now, gone_after))
-    tx.set_state(RECONCILE_KEY, {"listed_at": listed_at, "unmatched_listings": unmatched})
+    tx.set_state(RECONCILE_KEY, {"listed_at": listed_at, "conflicting_listings": conflicts})
     return ReconcileCounts(counts.listed, counts.added, counts.renamed, counts.absent, gone)
 
 
-def _unmatched_listings(tx: Transaction, state: dict[str, Any], listed: int) -> int:
-    """Consecutive listings that served batches but none of those we hold."""
-    held = int(tx.execute(schema.COUNT_HELD)[0][0])
-    matched = int(tx.execute(schema.COUNT_LISTED_HELD)[0][0])
-    if listed and held and not matched:
-        return int(state.get("unmatched_listings", 0)) + 1
-    return 0
+def _ids_reused(tx: Transaction, state: dict[str, Any]) -> tuple[int, str]:
+    """Consecutive listings serving an id we hold with another created_at, and the first such id."""
+    conflict = tx.execute(schema.FIRST_CONFLICT)
+    if not conflict:
+        return 0, ""
+    batch_id, served, held_at = conflict[0]
+    why = f"batch {batch_id} is served as created at {served}, we hold it as created at {held_at}"
+    return int(state.get("conflicting_listings", 0)) + 1, why
 
 
 def _changed(tx: Transaction, sql: str, params: tuple[Any, ...]) -> int:

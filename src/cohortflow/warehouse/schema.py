@@ -167,8 +167,9 @@ _LISTED_HELD = """SELECT l.id FROM listed_batches l
     JOIN batches b ON b.id = l.id AND b.created_at = l.created_at"""
 INSERT_LISTED: Final = """INSERT INTO listed_batches (id, name, created_at) VALUES (?, ?, ?)
     ON CONFLICT DO NOTHING"""
-COUNT_HELD: Final = "SELECT count(*) FROM batches"
-COUNT_LISTED_HELD: Final = f"SELECT count(*) FROM ({_LISTED_HELD}) m"
+# An id we hold served with another created_at: ids were reused, the API started over.
+FIRST_CONFLICT: Final = """SELECT l.id, l.created_at, b.created_at FROM listed_batches l
+    JOIN batches b ON b.id = l.id AND b.created_at <> l.created_at ORDER BY l.id LIMIT 1"""
 LISTED_MISSING: Final = """SELECT l.id, l.name, l.created_at FROM listed_batches l
     WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = l.id) ORDER BY l.id"""
 RENAME_LISTED: Final = f"""UPDATE batches SET
