@@ -43,7 +43,7 @@ def test_a_repeated_failure_is_logged_once_then_as_a_reminder(caplog: pytest.Log
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "batches: API down (retrying with backoff)",
-        "batches: reading normally again",
+        "recovered: batches reads normally again",
         "batches: API down (retrying with backoff)",
     ]
     reminding = HealthBoard(remind_seconds=0)

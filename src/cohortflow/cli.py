@@ -103,14 +103,32 @@ def _explicit(names: tuple[str, ...]) -> set[str]:
     type=click.FloatRange(min=0.05),
     help="Spark engine: micro-batch interval in follow mode.",
 )
+@click.option(
+    "--batches-reconcile-seconds",
+    type=click.FloatRange(min=0.0),
+    default=PipelineConfig.batches_reconcile_seconds,
+    show_default=True,
+    envvar="COHORTFLOW_BATCHES_RECONCILE_SECONDS",
+    help="Period of the batch API's full re-listing (reconciliation).",
+)
+@click.option(
+    "--batches-gone-after",
+    type=click.IntRange(min=1),
+    default=PipelineConfig.batches_gone_after,
+    show_default=True,
+    envvar="COHORTFLOW_BATCHES_GONE_AFTER",
+    help="A batch absent from this many consecutive full listings leaves the leaderboard.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def run(engine: str, quiet: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
     from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
+    from cohortflow.sources.batch_http import validate_url
     from cohortflow.tickmetrics import TickRecorder, all_of
 
     config = _config(**options)
+    validate_url(config.batches_url)  # a typo fails here, at once, not after 30 s of retries
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -245,9 +263,9 @@ def demo(
 
 
 def _load_commands() -> None:
-    from cohortflow.simulator.commands import generate, reset
+    from cohortflow.simulator.commands import api_faults, generate, reset
 
-    for command in (generate, reset):
+    for command in (generate, reset, api_faults):
         main.add_command(command)
 
 

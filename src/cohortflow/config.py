@@ -24,6 +24,8 @@ class PipelineConfig:
         chunk_bytes: log bytes parsed at once (bounds memory).
         txn_bytes: log bytes folded into one transaction during a backfill.
         api_patience: seconds ``--once`` keeps retrying a failing batch API.
+        batches_reconcile_seconds: period of the batch API's full re-listing (reconciliation).
+        batches_gone_after: consecutive full listings a batch must be absent from to be gone.
         spark_master, checkpoint, trigger_seconds: the Spark engine's master URL,
             checkpoint directory and processing-time trigger in follow mode.
 
@@ -42,6 +44,8 @@ class PipelineConfig:
     txn_bytes: int = 256 << 20
     http_timeout: float = 5.0
     api_patience: float = 30.0
+    batches_reconcile_seconds: float = 60.0
+    batches_gone_after: int = 3
     spark_master: str = "local[2]"
     checkpoint: Path = Path("data/spark-checkpoint")
     trigger_seconds: float = 1.0

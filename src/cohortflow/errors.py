@@ -6,8 +6,9 @@
     │   ├── SourceUnavailable    transient: retry with backoff (down, failing)
     │   │   ├── SourceLocked         the upstream writer holds a lock past our busy timeout
     │   │   ├── SourceMissing        the file is not there (yet): follow mode waits, --once fails
+    │   │   ├── SourceThrottled      the upstream said when to come back (HTTP Retry-After)
     │   │   └── SourceBlocked        cannot be read until someone acts (e.g. read-only media)
-    │   ├── SourceLimit          the upstream cannot serve what the contract needs (terminal for that source)
+    │   ├── SourceLimit          the upstream cannot serve part of the contract (reported, not raised)
     │   └── SourceReset          the source really started over (terminal unless --on-reset restart)
     ├── WarehouseError       the warehouse refused a statement
     │   ├── WarehouseUnavailable transient: reconnect with backoff
@@ -71,6 +72,14 @@ class SourceMissing(SourceUnavailable):
     health = "waiting"
 
 
+class SourceThrottled(SourceUnavailable):
+    """The upstream asked us to wait ``retry_after`` seconds (HTTP 429/503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SourceBlocked(SourceUnavailable):
     """A source cannot be read until someone acts (the hint says what); retried slowly."""
 
@@ -78,12 +87,11 @@ class SourceBlocked(SourceUnavailable):
 
 
 class SourceLimit(SourceError):
-    """The upstream cannot serve what the contract needs (e.g. >100 batches in one second).
+    """The upstream cannot serve part of what the contract needs (e.g. >100 batches in one second).
 
-    The source is retried (the upstream may catch up) while the others flow.
+    Reported (log and ``status``) while the source goes on with what it can read.
     """
 
-    transient = True
     health = "limit"
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cohortflow.errors import SourceError
-from cohortflow.retry import Backoff
+from cohortflow.retry import Backoff, StateLog
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class SourceHealth:
     state: str = "ok"  # ok | failing | locked | waiting | blocked | limit
     since: str | None = None  # UTC ISO time the state began
     error: str | None = None
+    failures: int = 0
+    limit: str | None = None  # the latest upstream limit met, kept after it passed: data was lost there
 
     @property
     def ok(self) -> bool:
@@ -49,18 +51,23 @@ class SourceHealth:
         """Rebuild from pipeline_state; unknown or missing means ok."""
         if not data or "state" not in data:
             return cls()
-        return cls(str(data["state"]), data.get("since"), data.get("error"))
+        fields = ("since", "error", "failures", "limit")
+        return cls(str(data["state"]), **{k: data[k] for k in fields if data.get(k) is not None})
 
     def describe(self) -> str:
-        """One line for a terminal: ``ok`` or ``locked since …: why``."""
-        return "ok" if self.ok else f"{self.state} since {self.since}: {self.error}"
+        """One line for a terminal: ``ok`` or ``locked since …: why`` (and the last limit met)."""
+        if self.ok:
+            return f"ok; last limit: {self.limit}" if self.limit else "ok"
+        tries = f" ({self.failures}x)" if self.failures else ""
+        why = self.limit if self.state == "limit" else self.error
+        return f"{self.state} since {self.since}{tries}: {why}"
 
 
 @dataclass
 class _Tracked:
+    states: StateLog
     health: SourceHealth = field(default_factory=SourceHealth)
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=10.0))
-    logged_at: float | None = None  # None: log the next failure at once
 
 
 class HealthBoard:
@@ -68,7 +75,7 @@ class HealthBoard:
 
     def __init__(self, remind_seconds: float = 60.0) -> None:
         self.remind_seconds = remind_seconds
-        self._tracked = {source: _Tracked() for source in SOURCES}
+        self._tracked = {source: _Tracked(StateLog(log, remind_seconds)) for source in SOURCES}
         self._dirty: set[str] = set()
 
     def __getitem__(self, source: str) -> SourceHealth:
@@ -89,12 +96,10 @@ class HealthBoard:
 
     def failed(self, source: str, exc: SourceError) -> None:
         """Record a failed read: set the state, schedule the retry, log on change or as a reminder."""
-        tracked, now = self._tracked[source], time.monotonic()
-        tracked.backoff.failed(now, str(exc))
+        tracked = self._tracked[source]
+        tracked.backoff.failed(time.monotonic(), str(exc), getattr(exc, "retry_after", 0.0))
         self.set(source, exc.health, str(exc))
-        if tracked.logged_at is None or now - tracked.logged_at >= self.remind_seconds:
-            log.warning("%s: %s (retrying with backoff)", source, exc)
-            tracked.logged_at = now
+        tracked.states.report(exc.health, f"{source}: {exc} (retrying with backoff)")
 
     def succeeded(self, source: str) -> None:
         """Record a normal read."""
@@ -102,9 +107,14 @@ class HealthBoard:
         if tracked.backoff.failures:
             tracked.backoff.succeeded()
         if not tracked.health.ok:
-            log.info("%s: reading normally again", source)
-            tracked.logged_at = None
+            tracked.states.report(None, f"{source} reads normally again")
             self.set(source, "ok", None)
+
+    def put(self, source: str, health: SourceHealth) -> None:
+        """Take a health kept elsewhere (the batch poller's thread keeps its own)."""
+        if health != self._tracked[source].health:
+            self._tracked[source].health = health
+            self._dirty.add(source)
 
     def set(self, source: str, state: str, error: str | None) -> None:
         """Change a source's state (the since-time moves only when the state does)."""
@@ -114,8 +124,6 @@ class HealthBoard:
             return
         since = old.since if old.state == state else datetime.now(UTC).isoformat(timespec="seconds")
         tracked.health = SourceHealth(state, None if state == "ok" else since, error)
-        if old.state != state:
-            tracked.logged_at = None  # a new state is logged at once
         self._dirty.add(source)
 
     def take_changes(self) -> dict[str, SourceHealth]:

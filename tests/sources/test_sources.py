@@ -153,13 +153,18 @@ def test_whole_second_after_really_overlaps(api_data: Path) -> None:
         assert page[0]["id"] <= first[50]["id"], "whole-second truncation serves records at or before `after`"
 
 
-def test_vanished_batches_mean_a_reset(api_data: Path, tmp_path: Path) -> None:
+def test_vanished_batches_are_not_a_reset_on_one_read(api_data: Path, tmp_path: Path) -> None:
+    """A reset is confirmed by full listings (warehouse.reconcile), never inferred from one page."""
     other = tmp_path / "other"
     history = ("--history-batches", "3", "--history-students", "1", "--history-test-runs", "1")
     with SimulatorProcess(other, "--seed", "1", "--no-stream", "--serve", *history) as fresh:
         cursor = BatchesCursor("2031-01-01 00:00:00.000000", (999,))
-        with BatchApi(f"{fresh.url}/batches") as api, pytest.raises(SourceReset, match="no longer served"):
-            api.read(cursor)
+        with BatchApi(f"{fresh.url}/batches") as api:
+            read = api.read(cursor)
+            listing = api.listing()
+        assert read.batches == [] and read.cursor == cursor
+        assert [b.id for b in listing.records] == [1, 2, 3]
+        assert listing.reach == listing.records[-1].created_at
 
 
 def test_api_errors_are_clear(api_data: Path) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import SourceError, SourceLimit, SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.errors import SourceError, SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.health import HealthBoard, health_key
 from cohortflow.parse import RunsDelta, parse_runs, summarise_runs
 from cohortflow.retry import Backoff
@@ -28,7 +28,7 @@ from cohortflow.sources import (
     RunLog,
     StudentsTable,
 )
-from cohortflow.sources.batches import BatchesRead
+from cohortflow.sources.batches import BatchesRead, BatchListing
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
@@ -42,6 +42,7 @@ from cohortflow.state import (
     record_sources,
 )
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
+from cohortflow.warehouse.reconcile import reconcile_batches
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class EmbeddedEngine:
         self.log = RunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
-        self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
+        self.batches = BatchPrefetcher(
+            self.api, config.batches_poll_seconds, reconcile_every=config.batches_reconcile_seconds
+        )
         self.on_commit = on_commit
         self.cursors = Cursors()
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="parse")  # overlaps parse with apply
@@ -230,17 +233,9 @@ class EmbeddedEngine:
         return stats
 
     def _take_batches(self) -> BatchesRead | None:
-        """Every batch read the poller has ready; its failures become the source's health."""
-        try:
-            read = self.batches.take()
-        except SourceLimit as exc:
-            self.health.set("batches", exc.health, str(exc))
-            return None
-        backoff = self.batches.backoff
-        if backoff.failures:
-            self.health.set("batches", "failing", backoff.last_error)
-        elif read is not None or self.batches.settled:
-            self.health.set("batches", "ok", None)
+        """Every batch read the poller has ready; the poller's health becomes the source's."""
+        read = self.batches.take()
+        self.health.put("batches", self.batches.health())
         return read
 
     def _stage(
@@ -254,7 +249,7 @@ class EmbeddedEngine:
             tx.add_rejects("batches", reads.batches.rejects)
             cursors = replace(cursors, batches=reads.batches.cursor)
             tx.set_state(BATCHES_KEY, cursors.batches.to_json())
-            stats.batches = len(reads.batches.batches)
+            stats.batches = len(reads.batches.batches) + self._reconcile(tx, reads.batches.listing)
         if reads.students is not None:
             tx.add_students(reads.students.students)
             tx.add_rejects("students", reads.students.rejects)
@@ -311,6 +306,20 @@ class EmbeddedEngine:
 
     def _read_students(self) -> StudentsPage | None:
         return self.students.read(self.cursors.students)
+
+    def _reconcile(self, tx: Transaction, listing: BatchListing | None) -> int:
+        """Apply a full listing of the batch API, if one came; return the batches it added."""
+        if listing is None:
+            return 0
+        counts = reconcile_batches(
+            tx,
+            listing.records,
+            listing.reach,
+            listing.listed_at,
+            gone_after=self.config.batches_gone_after,
+            source=self.api.url,
+        )
+        return counts.added
 
     def _report_health(self) -> None:
         """Record changed source healths for `cohortflow status` (outside a data commit)."""

@@ -116,3 +116,35 @@ def reset(data_dir: Path, force: bool) -> None:
 
     deleted = reset_data(DataDir(data_dir), force=force)
     click.echo(f"deleted {len(deleted)} generated file(s) in {data_dir}")
+
+
+@click.command("api-faults")
+@click.option("--upstream", required=True, help="The batch API to proxy, e.g. http://127.0.0.1:8000.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the proxy binds.")
+@click.option("--port", type=int, default=8001, show_default=True, help="Proxy port (0 = a free port).")
+@click.option(
+    "--faults",
+    default="all=0.05",
+    show_default=True,
+    help="KIND=RATE,... with KIND in 5xx, 429, hang, reset, garbage, stale, backwards, broken, or all.",
+)
+@click.option("--hang-seconds", type=float, default=6.0, show_default=True, help="How long a hang lasts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
+@click.option("--calm-after", type=float, default=None, help="Stop injecting faults after S seconds.")
+def api_faults(
+    upstream: str,
+    host: str,
+    port: int,
+    faults: str,
+    hang_seconds: float,
+    seed: int,
+    calm_after: float | None,
+) -> None:
+    """Serve the batch API through a proxy that injects faults (see docs/simulator.md)."""
+    from cohortflow.simulator.faults import FaultPlan, serve
+
+    try:
+        plan = FaultPlan.parse(faults, hang_seconds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from exc
+    serve(upstream, (host, port), plan, seed, calm_after)

@@ -27,6 +27,8 @@ READY_PREFIX = "cohortflow-simulator ready port="
 class SimulatorProcess:
     """A ``cohortflow generate`` child process that is ready when `start` returns."""
 
+    ready_prefix = READY_PREFIX
+
     def __init__(self, data_dir: Path, *args: str, ready_timeout_s: float = 60.0) -> None:
         self.data_dir = Path(data_dir)
         self.args = list(args)
@@ -83,10 +85,10 @@ class SimulatorProcess:
         reader = threading.Thread(target=self._read_ready, args=(found,), daemon=True)
         reader.start()
         reader.join(self.ready_timeout_s)
-        if not found or not found[0].startswith(READY_PREFIX):
+        if not found or not found[0].startswith(self.ready_prefix):
             self.kill()
             raise ConfigError(self._not_ready(found))
-        return int(found[0][len(READY_PREFIX) :])
+        return int(found[0][len(self.ready_prefix) :])
 
     def _not_ready(self, found: list[str]) -> str:
         """Why the generator is not ready: its own last words first, when it said any."""
@@ -147,3 +149,19 @@ class SimulatorProcess:
         if exc_type is None and code != 0:
             msg = f"the generator exited {code}: {self.stderr}"
             raise ConfigError(msg)
+
+
+class FaultProxyProcess(SimulatorProcess):
+    """A ``cohortflow api-faults`` child in front of ``upstream`` (see ``simulator.faults``)."""
+
+    ready_prefix = "cohortflow-faults ready port="
+
+    def __init__(self, upstream: str, *args: str, ready_timeout_s: float = 60.0) -> None:
+        super().__init__(Path(), *args, ready_timeout_s=ready_timeout_s)
+        self.upstream = upstream
+
+    def command(self) -> list[str]:
+        """The full command line of the child."""
+        extra = [] if "--port" in self.args else ["--port", "0"]
+        command = [sys.executable, "-m", "cohortflow", "api-faults", "--upstream", self.upstream]
+        return [*command, *extra, *self.args]

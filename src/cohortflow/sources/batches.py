@@ -1,26 +1,33 @@
-"""The batch HTTP API, followed by a ``(created_at, id)`` cursor.
+"""The batch HTTP API, followed by a ``(created_at, id)`` cursor, and listed in full.
 
 The upstream truncates ``after`` to whole seconds, so pages overlap and
-repeat records: we ask from just before our cursor, drop what we have seen
-(older records, and ids at the cursor's exact instant that we already took),
-and follow pages while a full page (100) comes back. The records at the
-cursor must come back every time; when they do not, the batches vanished and
-the source was reset.
+repeat records: we ask from our cursor, drop what we have seen (older
+records, and ids at the cursor's exact instant that we already took), and
+follow pages while a full page (100) comes back.
+
+No single answer is taken for a reset or for data loss: a full page with
+nothing new is either the upstream's limit (more than 100 batches in one
+whole second: reported as a :class:`SourceLimit`, then skipped past) or a
+stale page (retried). Records missed, malformed once, renamed or no longer
+served are found by a periodic :meth:`BatchApi.listing` from the start,
+which the warehouse reconciles (``cohortflow.warehouse.reconcile``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from cohortflow.contract import BATCH_PAGE_LIMIT, format_after, format_timestamp, parse_timestamp
-from cohortflow.errors import SourceError, SourceReset, SourceUnavailable
+from cohortflow.errors import SourceLimit, SourceUnavailable
 from cohortflow.records import BatchRecord
+from cohortflow.sources.batch_http import get_page, validate_url
 
 REJECT_MEMORY = 100
 
@@ -62,19 +69,36 @@ class BatchesCursor:
 
 
 @dataclass(frozen=True)
+class BatchListing:
+    """Every valid batch one full listing found, and how far it reached.
+
+    ``reach`` is the newest ``created_at`` listed: only batches up to it can be
+    said to be absent from this listing. ``listed_at`` (UTC, when it ended)
+    makes applying it twice a no-op.
+    """
+
+    records: list[BatchRecord]
+    reach: str | None
+    listed_at: str
+    rejects: int = 0
+
+
+@dataclass(frozen=True)
 class BatchesRead:
-    """New batches in creation order, bad records, and the cursor past them."""
+    """New batches in creation order, bad records, the cursor past them, and what limited the read."""
 
     batches: list[BatchRecord]
     rejects: list[tuple[str, str, str]]
     cursor: BatchesCursor
+    limit: SourceLimit | None = None
+    listing: BatchListing | None = None
 
 
 class BatchApi:
-    """``GET <url>?after=...`` with paging, de-duplication and reset detection."""
+    """``GET <url>?after=...`` with paging, de-duplication and the whole-second limit."""
 
     def __init__(self, url: str, timeout: float = 5.0, client: httpx.Client | None = None) -> None:
-        self.url = url
+        self.url = validate_url(url)
         self.client = client or httpx.Client(timeout=timeout)
 
     def close(self) -> None:
@@ -89,25 +113,37 @@ class BatchApi:
 
     def read(self, cursor: BatchesCursor) -> BatchesRead:
         """Every batch after the cursor, following pages."""
-        batches: list[BatchRecord] = []
-        rejects: list[tuple[str, str, str]] = []
-        start = cursor
-        while True:
-            page = self._get(cursor)
-            if cursor is start and cursor.created_at is not None:
-                self._check_boundary(cursor, page)
-            fresh, bad, cursor = self._take(cursor, page)
-            batches += fresh
-            rejects += bad
-            if len(page) < BATCH_PAGE_LIMIT:
-                return BatchesRead(batches, rejects, cursor)
-            if not fresh:
-                msg = (
-                    f"`{self.url}` returned a full page of {BATCH_PAGE_LIMIT} batches with nothing "
-                    f"newer than {cursor.created_at}: more than {BATCH_PAGE_LIMIT} batches share one "
-                    "second and the API's whole-second `after` cannot page past them"
-                )
-                raise SourceError(msg)
+        walk = self.walk(cursor)
+        while not walk.done:
+            walk.step()
+        return walk.read()
+
+    def walk(self, cursor: BatchesCursor) -> BatchWalk:
+        """A paging walk from ``cursor`` that fetches one page per :meth:`BatchWalk.step`."""
+        return BatchWalk(self, cursor)
+
+    def listing(self, pause: float = 0.0) -> BatchListing:
+        """Every batch the API serves now, paged from the start (``pause`` seconds between pages)."""
+        walk = self.walk(BatchesCursor())
+        while not walk.done:
+            walk.step()
+            time.sleep(pause)
+        return walk.listing()
+
+    def _limit(self, second: str) -> SourceLimit:
+        msg = (
+            f"`{self.url}` serves more than {BATCH_PAGE_LIMIT} batches created within the second "
+            f"{second}: its whole-second `after` cannot page past them, so the batches of that second "
+            f"after the first {BATCH_PAGE_LIMIT} it serves cannot be read; reading on from the next second"
+        )
+        return SourceLimit(msg, hint="a limit of the upstream API: ask its owners for finer paging")
+
+    def _stale(self, cursor: BatchesCursor, page: list[Any]) -> SourceUnavailable:
+        msg = (
+            f"batch API `{self.url}` answered a full page of {len(page)} batches with nothing newer "
+            f"than {cursor.created_at} (a stale or backwards page); asking again later"
+        )
+        return SourceUnavailable(msg)
 
     def _take(
         self, cursor: BatchesCursor, page: list[Any]
@@ -132,48 +168,62 @@ class BatchApi:
                 cursor = cursor.advance(record)
         return fresh, rejects, cursor
 
-    def _check_boundary(self, cursor: BatchesCursor, page: list[Any]) -> None:
-        served = {item.get("id") for item in page if isinstance(item, dict) and _same_instant(item, cursor)}
-        missing = set(cursor.boundary_ids) - served
-        if missing and len(page) < BATCH_PAGE_LIMIT:
-            what = f"batch {min(missing)} created at {cursor.created_at} is no longer served"
-            raise SourceReset(self.url, what)
-
-    def _get(self, cursor: BatchesCursor) -> list[Any]:
-        params = {}
-        if cursor.created_at is not None:
-            # 1 ms before our instant: the records at the cursor come back, proving they still exist.
-            params["after"] = format_after(parse_timestamp(cursor.created_at) - timedelta(milliseconds=1))
-        try:
-            response = self.client.get(self.url, params=params)
-        except httpx.HTTPError as exc:
-            msg = f"batch API `{self.url}` is unreachable: {exc.__class__.__name__}: {exc}"
-            raise SourceUnavailable(msg) from exc
-        return self._decode(response)
-
-    def _decode(self, response: httpx.Response) -> list[Any]:
-        if response.status_code >= 500 or response.status_code == 429:
-            msg = f"batch API `{self.url}` answered {response.status_code}"
-            raise SourceUnavailable(msg)
-        if response.status_code != 200:
-            msg = f"batch API `{self.url}` answered {response.status_code}: {response.text[:200]}"
-            raise SourceError(msg)
-        try:
-            body = response.json()
-        except ValueError as exc:
-            msg = f"batch API `{self.url}` answered something that is not JSON: {response.text[:200]!r}"
-            raise SourceUnavailable(msg) from exc
-        if not isinstance(body, list):
-            msg = f"batch API `{self.url}` answered a JSON {type(body).__name__}, expected an array"
-            raise SourceUnavailable(msg)
-        return body
+    def _get(self, after: str | None) -> list[Any]:
+        # Milliseconds, truncated: never later than the instant, so nothing after it is skipped.
+        params = {} if after is None else {"after": format_after(parse_timestamp(after))}
+        return get_page(self.client, self.url, params)
 
 
-def _same_instant(item: dict[str, Any], cursor: BatchesCursor) -> bool:
-    try:
-        return format_timestamp(parse_timestamp(str(item.get("created_at")))) == cursor.created_at
-    except ValueError:
-        return False
+class BatchWalk:
+    """Paging from a cursor, one page per step, so a long listing can be spread over polls.
+
+    A step that raises leaves the walk where it was: the next step asks again.
+    """
+
+    def __init__(self, api: BatchApi, cursor: BatchesCursor) -> None:
+        self.api = api
+        self.cursor = cursor
+        self.batches: list[BatchRecord] = []
+        self.rejects: list[tuple[str, str, str]] = []
+        self.limit: SourceLimit | None = None
+        self.done = False
+        self._skip_to: str | None = None
+
+    def step(self) -> None:
+        """Fetch the next page; ``done`` once a short page came."""
+        page = self.api._get(self._skip_to or self.cursor.created_at)
+        fresh, bad, cursor = self.api._take(self.cursor, page)
+        if len(page) >= BATCH_PAGE_LIMIT and not fresh:
+            second = None if self._skip_to else _one_second(page)
+            if second is None:
+                raise self.api._stale(cursor, page)
+            self.limit, self._skip_to = self.api._limit(second), _next_second(second)
+        elif fresh:
+            self._skip_to = None
+        self.batches += fresh
+        self.rejects += bad
+        self.cursor = cursor
+        self.done = len(page) < BATCH_PAGE_LIMIT
+
+    def read(self) -> BatchesRead:
+        """What the walk found, as an incremental read."""
+        return BatchesRead(self.batches, self.rejects, self.cursor, self.limit)
+
+    def listing(self) -> BatchListing:
+        """What the walk found, as a full listing (when it started from the beginning)."""
+        listed_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        return BatchListing(self.batches, self.cursor.created_at, listed_at, len(self.rejects))
+
+
+def _one_second(page: list[Any]) -> str | None:
+    """The whole second every valid record of a full page shares, if they all share one."""
+    seconds = {record.created_at[:19] for record in (_validate(item)[0] for item in page) if record}
+    return seconds.pop() if len(seconds) == 1 else None
+
+
+def _next_second(second: str) -> str:
+    """``created_at`` of the next whole second (the API returns what comes after it)."""
+    return format_timestamp(parse_timestamp(second) + timedelta(seconds=1))
 
 
 def _validate(item: Any) -> tuple[BatchRecord | None, str]:

@@ -136,6 +136,12 @@ class Warehouse:
             for ddl in schema.TABLES:
                 tx.execute(ddl)
             found = tx.get_state("meta:schema_version")
+            if found == "1":  # additive: the batch reconciler's columns
+                for ddl in schema.MIGRATE_FROM_1:
+                    tx.execute(ddl)
+                found = None
+            for ddl in schema.VIEWS:
+                tx.execute(ddl)
             if found is None:
                 tx.set_state("meta:schema_version", schema.SCHEMA_VERSION)
             elif found != schema.SCHEMA_VERSION:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION: Final = "2"
 
 TABLES: Final = (
     """CREATE TABLE IF NOT EXISTS batches (
@@ -23,7 +23,9 @@ TABLES: Final = (
         created_at TEXT NOT NULL,
         students_total {bigint} NOT NULL DEFAULT 0,
         students_completed_3plus {bigint} NOT NULL DEFAULT 0,
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL,
+        absent_listings {bigint} NOT NULL DEFAULT 0,
+        gone_at TEXT
     )""",
     # Ranks and the top of the leaderboard without sorting every batch (the dashboard's pages).
     "CREATE INDEX IF NOT EXISTS batches_by_completed ON batches (students_completed_3plus)",
@@ -63,11 +65,20 @@ TABLES: Final = (
         value TEXT NOT NULL,
         updated_at TEXT NOT NULL
     )""",
+)
+# Batches the API stopped serving (gone_at set by the reconciler) leave the leaderboard.
+VIEWS: Final = (
     """{create_view} batch_leaderboard AS
     SELECT RANK() OVER (ORDER BY students_completed_3plus DESC) AS rank,
            id AS batch_id, name, students_completed_3plus, students_total,
            created_at, updated_at
-    FROM batches""",
+    FROM batches WHERE gone_at IS NULL""",
+)
+# From version 1: batches gain the reconciler's columns; the view is rebuilt with its filter.
+MIGRATE_FROM_1: Final = (
+    "ALTER TABLE batches ADD COLUMN absent_listings {bigint} NOT NULL DEFAULT 0",
+    "ALTER TABLE batches ADD COLUMN gone_at TEXT",
+    "DROP VIEW IF EXISTS batch_leaderboard",
 )
 
 TEMP_TABLES: Final = (
@@ -75,12 +86,14 @@ TEMP_TABLES: Final = (
     "{temp_table} touched_batches (id {bigint} PRIMARY KEY)",
     "{temp_table} touched_titles (title TEXT PRIMARY KEY)",
     "{temp_table} batch_figures (id {bigint} PRIMARY KEY, total {bigint}, done {bigint})",
+    "{temp_table} listed_batches (id {bigint} PRIMARY KEY, name TEXT, created_at TEXT)",
 )
 CLEAR_TEMP: Final = (
     "DELETE FROM touched_students",
     "DELETE FROM touched_batches",
     "DELETE FROM touched_titles",
     "DELETE FROM batch_figures",
+    "DELETE FROM listed_batches",
 )
 DATA_TABLES: Final = (
     "batches",
@@ -221,3 +234,25 @@ LEADERBOARD: Final = """SELECT rank, batch_id, name, students_completed_3plus, s
     created_at, updated_at FROM batch_leaderboard ORDER BY rank, batch_id LIMIT ?"""
 QUARANTINE_COUNTS: Final = """SELECT source, reason, count(*) FROM quarantine
     GROUP BY source, reason ORDER BY source, reason"""
+
+# Reconciling a full listing of the batch API (cohortflow.warehouse.reconcile). A listed
+# batch is one we hold when both its id and its created_at match.
+_LISTED_HELD = """SELECT l.id FROM listed_batches l
+    JOIN batches b ON b.id = l.id AND b.created_at = l.created_at"""
+INSERT_LISTED: Final = """INSERT INTO listed_batches (id, name, created_at) VALUES (?, ?, ?)
+    ON CONFLICT DO NOTHING"""
+# An id we hold served with another created_at: ids were reused, the API started over.
+FIRST_CONFLICT: Final = """SELECT l.id, l.created_at, b.created_at FROM listed_batches l
+    JOIN batches b ON b.id = l.id AND b.created_at <> l.created_at ORDER BY l.id LIMIT 1"""
+LISTED_MISSING: Final = """SELECT l.id, l.name, l.created_at FROM listed_batches l
+    WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = l.id) ORDER BY l.id"""
+RENAME_LISTED: Final = f"""UPDATE batches SET
+        name = (SELECT l.name FROM listed_batches l WHERE l.id = batches.id), updated_at = ?
+    WHERE id IN ({_LISTED_HELD} WHERE b.name <> l.name)"""
+SERVED_AGAIN: Final = f"""UPDATE batches SET absent_listings = 0, gone_at = NULL, updated_at = ?
+    WHERE (absent_listings > 0 OR gone_at IS NOT NULL) AND id IN ({_LISTED_HELD})"""
+COUNT_ABSENT: Final = """UPDATE batches SET absent_listings = absent_listings + 1
+    WHERE created_at <= ? AND NOT EXISTS (
+        SELECT 1 FROM listed_batches l WHERE l.id = batches.id AND l.created_at = batches.created_at)"""
+MARK_GONE: Final = """UPDATE batches SET gone_at = ?, updated_at = ?
+    WHERE gone_at IS NULL AND absent_listings >= ?"""
