@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.errors import SourceBlocked, SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.parse import parse_runs, summarise_runs
 from cohortflow.retry import Backoff
 from cohortflow.sources import (
@@ -61,6 +61,7 @@ class EmbeddedEngine:
         self.on_commit = on_commit
         self.cursors = Cursors()
         self._health_reported: str | None = None
+        self._retry_said: str | None = None
 
     def open(self) -> None:
         """Create the schema, take the writer lease and load committed cursors."""
@@ -79,6 +80,7 @@ class EmbeddedEngine:
         stop = stop or threading.Event()
         totals = TickStats()
         try:
+            self.students.check(must_exist=self.config.once)  # a bad path fails at once
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
             ends: tuple[int, int] | None = None
@@ -125,7 +127,9 @@ class EmbeddedEngine:
 
     def _tick_guarded(self, stop: threading.Event) -> TickStats:
         try:
-            return self.tick(stop)
+            stats = self.tick(stop)
+            self._retry_said = None
+            return stats
         except SourceReset as exc:
             if self.config.on_reset != "restart":
                 raise
@@ -138,8 +142,11 @@ class EmbeddedEngine:
             log.warning("warehouse unreachable (%s); reconnecting", exc)
             self._reconnect(stop)
             return TickStats(again=True)
-        except SourceUnavailable as exc:
-            log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
+        except (SourceUnavailable, SourceBlocked) as exc:
+            if str(exc) != self._retry_said:  # the source's gate warns with backoff; we only once
+                log.warning("%s; trying again", exc)  # e.g. the upstream writer held its lock too long
+            self._retry_said = str(exc)
+            stop.wait(self.config.poll_seconds)  # a gated source fails fast: never spin
             return TickStats(again=True)
 
     def _reconnect(self, stop: threading.Event) -> None:
