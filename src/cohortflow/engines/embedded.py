@@ -27,6 +27,7 @@ from cohortflow.sources import (
 from cohortflow.sources.batches import BatchesRead
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
+from cohortflow.sources.student_changes import StudentChangeDetector, StudentChanges
 from cohortflow.sources.students import StudentsPage
 from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
@@ -41,6 +42,7 @@ class _Reads:
     batches: BatchesRead | None = None
     students: StudentsPage | None = None
     chunk: LogChunk | None = None
+    student_changes: StudentChanges | None = None
 
 
 class EmbeddedEngine:
@@ -56,6 +58,7 @@ class EmbeddedEngine:
         self.warehouse = warehouse or open_warehouse(config.warehouse, writer=True)
         self.log = RunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
+        self.student_changes = StudentChangeDetector(self.students, self.warehouse, paced=not config.once)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
         self.batches = BatchPrefetcher(self.api, config.batches_poll_seconds)
         self.on_commit = on_commit
@@ -114,6 +117,8 @@ class EmbeddedEngine:
         return self.cursors.log.offset >= ends[0] and self.cursors.students.last_id >= ends[1]
 
     def _caught_up(self) -> bool:
+        if not self.student_changes.passes:  # --once applies edits made before it started, too
+            return False
         if self.batches.settled:
             return True
         backoff = self.batches.backoff
@@ -170,9 +175,10 @@ class EmbeddedEngine:
         """Read what is new, then commit it with the advanced cursors in one transaction."""
         stats = TickStats()
         try:
+            changes = self.student_changes.poll(self.cursors.students)
             students, chunk = self._read_students(), self._read_log()
-            reads = _Reads(self.batches.take(), students, chunk)  # taken last: the others may raise
-            if reads.batches is None and reads.students is None and reads.chunk is None:
+            reads = _Reads(self.batches.take(), students, chunk, changes)  # taken last: the others may raise
+            if reads.batches is None and reads.students is None and reads.chunk is None and not changes:
                 self._report_health()
                 return stats
             with self.warehouse.transaction() as tx:
@@ -181,6 +187,8 @@ class EmbeddedEngine:
             self.batches.rewind(self.cursors.batches)  # batches taken but not committed: read again
             raise
         self.cursors = cursors
+        if reads.student_changes is not None:
+            self.student_changes.committed(reads.student_changes)
         self._report_health()
         if self.on_commit:
             self.on_commit(stats, cursors)
@@ -202,6 +210,11 @@ class EmbeddedEngine:
             cursors = replace(cursors, students=reads.students.cursor)
             tx.set_state(STUDENTS_KEY, cursors.students.to_json())
             stats.students = len(reads.students.students)
+        if reads.student_changes is not None:
+            tx.update_students(reads.student_changes.upserts)
+            tx.delete_students(reads.student_changes.deletes)
+            tx.add_rejects("students", reads.student_changes.rejects)
+            stats.students += len(reads.student_changes.upserts) + len(reads.student_changes.deletes)
         if reads.chunk is not None:
             cursors = replace(cursors, log=self._stage_log(tx, reads.chunk, stats, stop))
             tx.set_state(LOG_KEY, cursors.log.to_json())
