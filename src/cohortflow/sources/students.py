@@ -24,7 +24,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +84,18 @@ class StudentsTable:
     def check(self, *, must_exist: bool = False) -> None:
         """Raise ConfigError at once for a path that cannot be a students table.
 
-        A file that is locked or blocked right now is left to the reads (they retry it).
+        A file that is locked or blocked right now is left to the reads (they retry it): this
+        check does not wait for locks.
         """
-        if check_file(self.path, OPTION, must_exist=must_exist):
-            with suppress(SourceUnavailable, SourceBlocked), self.session():
+        if not check_file(self.path, OPTION, must_exist=must_exist):
+            return
+        try:
+            with self._open(busy_ms=0):
                 pass
+        except sqlite3.Error as exc:
+            error = wrap(self.path, exc)
+            if isinstance(error, ConfigError):
+                raise error from exc
 
     def fingerprint(self) -> tuple[object, ...] | None:
         """What changes whenever a writer commits (None when the file is absent)."""
@@ -132,11 +139,11 @@ class StudentsTable:
         self.gate.succeeded()
 
     @contextmanager
-    def _open(self) -> Iterator[sqlite3.Connection | None]:
+    def _open(self, busy_ms: int | None = None) -> Iterator[sqlite3.Connection | None]:
         if not check_file(self.path, OPTION, must_exist=False):
             yield None
             return
-        conn = connect_for_reading(self.path, self.busy_ms)
+        conn = connect_for_reading(self.path, self.busy_ms if busy_ms is None else busy_ms)
         try:
             yield conn if self._has_table(conn) else None
         finally:
