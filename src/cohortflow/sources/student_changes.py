@@ -9,9 +9,10 @@ compared row by row with what the warehouse holds; the differences (upserts,
 deletes) are staged in the tick's transaction and the new digests are
 remembered only once that commits.
 
-Cost is bounded: a full pass is spread over ``pass_seconds`` (a few ranges per
-tick), and a pass is skipped while the file has not changed since the last
-clean one. Digests live in memory: after a start the first pass compares every
+Cost is bounded: a full pass is spread over ``pass_seconds`` (4 s: a few
+ranges per tick, so an edit is found within about 5 s), and a pass is skipped
+while the file has not changed since the last clean one (an idle source costs
+a ``stat`` per step). Digests live in memory: after a start the first pass compares every
 range with the warehouse once.
 
 **Change or reset?** When the cursor's own row vanished or changed, a sample of
@@ -75,7 +76,7 @@ class StudentChangeDetector:
         table: StudentsTable,
         warehouse: Warehouse,
         *,
-        pass_seconds: float = 5.0,
+        pass_seconds: float = 4.0,
         paced: bool = True,
         step_seconds: float = 0.25,
     ) -> None:
@@ -127,7 +128,7 @@ class StudentChangeDetector:
         fingerprint = self.table.fingerprint()
         if last_range < 0 or (fingerprint is not None and fingerprint == self._clean_fingerprint):
             self.passes += 1
-            self._next_at = time.monotonic() + self.pass_seconds
+            self._next_at = time.monotonic() + self.step_seconds  # looking costs a stat: look again soon
             return False
         self._pass_fingerprint, self._pass_clean = fingerprint, True
         return True
