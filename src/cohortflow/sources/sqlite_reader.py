@@ -104,7 +104,7 @@ class ReadGate:
     def check(self, now: float) -> None:
         """Raise the last error while its retry is not due yet."""
         if self.error is not None and not self.backoff.ready(now):
-            raise self.error
+            raise self.error.with_traceback(None)  # re-raised often: do not grow its traceback
 
     def failed(self, error: SourceError, now: float) -> None:
         """Record a failure; warn when it is new (or as a periodic reminder)."""
