@@ -3,8 +3,9 @@
 We open a normal (read-write capable) connection and switch it to
 ``PRAGMA query_only``: it never changes data, but like any SQLite reader it
 rolls back a *hot journal* left by a writer that died mid-transaction, and in
-WAL mode it can rebuild a missing ``-shm`` index. A ``mode=ro`` connection can
-do neither and fails forever. Where the rollback is impossible (a read-only
+WAL mode it can rebuild a missing ``-shm`` index (and, as any reader that is the
+last to close a WAL database, checkpoints it: the data stays the same). A
+``mode=ro`` connection can do neither and fails forever. Where the rollback is impossible (a read-only
 file, directory or medium) the source is *blocked*: :class:`SourceBlocked`
 says why and how to fix it, and :class:`ReadGate` retries it slowly.
 
