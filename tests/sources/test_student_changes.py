@@ -22,6 +22,14 @@ from tests.naive import recompute
 HISTORY = ("--history-batches", "30", "--history-students", "3000", "--history-test-runs", "20000")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "warehouse.db")
+
+
 def _edit(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
     with sqlite3.connect(db) as conn:
         for sql, params in statements:
@@ -36,8 +44,10 @@ def _last_id(db: Path) -> int:
     return int(last)
 
 
-def test_edits_and_deletes_are_applied_by_once_without_a_rebuild(tmp_path: Path) -> None:
-    data, warehouse = tmp_path / "data", str(tmp_path / "warehouse.db")
+def test_edits_and_deletes_are_applied_by_once_without_a_rebuild(
+    tmp_path: Path, warehouse_target: str
+) -> None:
+    data, warehouse = tmp_path / "data", warehouse_target
     generate(data, "--seed", "41", *HISTORY)
     db = data / "students.db"
     with SimulatorProcess(data, "--no-stream", "--serve") as sim:
