@@ -171,7 +171,11 @@ class Upto:
 
 
 def recompute(data_dir: Path, batches_url: str, upto: Upto | None = None) -> NaiveModel:
-    """Read all three sources from scratch (whole file, whole table, every API page), or a prefix."""
+    """Read all three sources from scratch (whole file, whole table, every API page), or a prefix.
+
+    Students are the table's current rows, so edits and deletes made upstream count as they
+    are now; the completions of a deleted student are kept but belong to no batch.
+    """
     model = NaiveModel()
     with sqlite3.connect(data_dir / "students.db") as conn:
         for sid, name, batch_id, created_at in conn.execute(

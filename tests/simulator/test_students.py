@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -83,3 +84,22 @@ def test_a_reader_holding_the_database_never_costs_a_student(
     state = StreamState()
     expected = [p for n in range(counts["intervals"]) for p in script.tick(n, state).students]
     assert [(s[1], s[2]) for s in written] == expected  # none lost, none duplicated
+
+
+def test_edit_rate_renames_moves_and_deletes_existing_students(
+    simulator: Callable[..., SimulatorProcess],
+) -> None:
+    sim = simulator("--seed", "8", "--interval-ms", "10", "--edit-rate", "100", "--duration", "2")
+    assert sim.wait(timeout_s=60) == 0, sim.stderr
+    edits = int(re.search(r" edits=(\d+)", sim.stderr).group(1))  # type: ignore[union-attr]
+    counts = stopped_counts(sim.stderr)
+    assert edits >= 50
+    written = students(sim.data_dir)
+    script = stream_script(GenerateOptions(seed=8, interval_ms=10), 8)
+    state = StreamState()
+    as_streamed = [p for n in range(counts["intervals"]) for p in script.tick(n, state).students]
+    assert 0 < len(written) < counts["students"], "some students were deleted"
+    by_id = {s[0]: (s[1], s[2]) for s in written}
+    changed = [i for i, row in enumerate(as_streamed, 1) if i in by_id and by_id[i] != row]
+    assert changed, "some students were renamed or moved"
+    assert max(by_id) <= counts["students"] and len(set(by_id)) == len(by_id)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 from cohortflow.config import PipelineConfig
@@ -31,6 +32,7 @@ from cohortflow.sources import (
 from cohortflow.sources.batches import BatchesRead, BatchListing
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
+from cohortflow.sources.student_changes import StudentChangeDetector, StudentChanges
 from cohortflow.sources.students import StudentsPage
 from cohortflow.state import (
     BATCHES_KEY,
@@ -57,6 +59,7 @@ class _Reads:
     batches: BatchesRead | None = None
     students: StudentsPage | None = None
     chunk: LogChunk | None = None
+    student_changes: StudentChanges | None = None
 
 
 class EmbeddedEngine:
@@ -72,6 +75,7 @@ class EmbeddedEngine:
         self.warehouse = warehouse or open_warehouse(config.warehouse, writer=True)
         self.log = RunLog(config.test_runs_log)
         self.students = StudentsTable(config.students_db)
+        self.student_changes = StudentChangeDetector(self.students, self.warehouse, paced=not config.once)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
         self.batches = BatchPrefetcher(
             self.api, config.batches_poll_seconds, reconcile_every=config.batches_reconcile_seconds
@@ -101,6 +105,7 @@ class EmbeddedEngine:
         stop = stop or threading.Event()
         totals = TickStats()
         try:
+            self.students.check(must_exist=self.config.once)  # a bad path fails at once
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
             goal = _OnceGoal() if self.config.once else None
@@ -142,6 +147,7 @@ class EmbeddedEngine:
         done = {
             "test_runs": goal.log_end is not None and (self.cursors.log.offset >= goal.log_end or idle),
             "students": goal.students_end is not None
+            and self.student_changes.passes > 0  # --once applies edits made before it started, too
             and (self.cursors.students.last_id >= goal.students_end or idle),
             "batches": self.batches.settled,
         }
@@ -158,8 +164,12 @@ class EmbeddedEngine:
         """How long ``--once`` retries a source: a missing file is not waited for."""
         return 0.0 if self.health[source].state == "waiting" else self.config.api_patience
 
-    def _guard(self, source: str, read: Callable[[], _T]) -> _T | None:
-        """Read one source; a transient failure marks its health and yields None (others go on)."""
+    def _guard(self, source: str, read: Callable[[], _T], proves_ok: bool = True) -> _T | None:
+        """Read one source; a transient failure marks its health and yields None (others go on).
+
+        ``proves_ok=False`` for a read that may not touch the source at all (it cannot clear a
+        failure).
+        """
         if not self.health.ready(source):
             return None
         try:
@@ -169,7 +179,8 @@ class EmbeddedEngine:
         except SourceError as exc:
             self.health.failed(source, exc)
             return None
-        self.health.succeeded(source)
+        if proves_ok:
+            self.health.succeeded(source)
         return result
 
     def _tick_guarded(self, stop: threading.Event) -> TickStats:
@@ -214,10 +225,14 @@ class EmbeddedEngine:
         """
         stats, started = TickStats(), time.monotonic()
         try:
+            poll_changes = partial(self.student_changes.poll, self.cursors.students)
+            changes = self._guard("students", poll_changes, proves_ok=False)  # paced: may not read
             students = self._guard("students", self._read_students)
             chunk = self._guard("test_runs", self._read_log)
-            reads = _Reads(self._take_batches(), students, chunk)  # taken last: nothing may raise after
-            if reads.batches is None and reads.students is None and reads.chunk is None:
+            reads = _Reads(
+                self._take_batches(), students, chunk, changes
+            )  # taken last: nothing may raise after
+            if reads.batches is None and reads.students is None and reads.chunk is None and not changes:
                 self._report_health()
                 return stats
             with self.warehouse.transaction() as tx:
@@ -228,6 +243,8 @@ class EmbeddedEngine:
             raise
         self.cursors = cursors
         stats.seconds = time.monotonic() - started
+        if reads.student_changes is not None:
+            self.student_changes.committed(reads.student_changes)
         if self.on_commit:
             self.on_commit(stats, cursors)
         return stats
@@ -259,6 +276,11 @@ class EmbeddedEngine:
             stats.backlog |= (
                 len(reads.students.students) + len(reads.students.rejects) >= self.students.page_size
             )
+        if reads.student_changes is not None:
+            tx.update_students(reads.student_changes.upserts)
+            tx.delete_students(reads.student_changes.deletes)
+            tx.add_rejects("students", reads.student_changes.rejects)
+            stats.students += len(reads.student_changes.upserts) + len(reads.student_changes.deletes)
         if parsed is not None:
             cursors = replace(cursors, log=self._stage_log(tx, parsed, stats, stop))
             tx.set_state(LOG_KEY, cursors.log.to_json())

@@ -62,6 +62,18 @@ _DATA_DIR = click.option(
     default=None,
     help="UTC start of the history (ISO 8601): byte-identical files for a seed.",
 )
+@click.option(
+    "--edit-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Students renamed, moved or deleted per second while streaming (fractions accumulate).",
+)
+@click.option(
+    "--crash-writer",
+    is_flag=True,
+    help="At the end, kill the students writer (SIGKILL) mid-transaction: leaves a hot journal.",
+)
 @click.option("--busy-timeout-ms", type=int, default=5000, hidden=True)
 def generate(
     data_dir: Path,
@@ -79,6 +91,8 @@ def generate(
     serve: bool,
     duration: float | None,
     start_time: str | None,
+    edit_rate: float,
+    crash_writer: bool,
     busy_timeout_ms: int,
 ) -> None:
     """Write the simulated sources (students.db, test_runs.log) and serve the batch API."""
@@ -102,6 +116,8 @@ def generate(
             duration_s=duration,
             start_time=None if start_time is None else runner.parse_start_time(start_time),
             busy_timeout_ms=busy_timeout_ms,
+            edit_rate=edit_rate,
+            crash_writer=crash_writer,
         )
     )
 

@@ -46,6 +46,7 @@ from cohortflow.simulator.history import (
     write_history,
 )
 from cohortflow.simulator.stream import (
+    EditScript,
     LogAppender,
     Sinks,
     StreamCounts,
@@ -76,6 +77,8 @@ class GenerateOptions:
     duration_s: float | None = None
     start_time: datetime | None = None
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    edit_rate: float = 0.0
+    crash_writer: bool = False
 
     @property
     def history_counts(self) -> tuple[int, int, int]:
@@ -100,6 +103,7 @@ def _problems(options: GenerateOptions) -> list[str]:
         (0 <= options.unknown_student_rate <= 1, "--unknown-student-rate must be in 0..1"),
         (0 <= options.dirty_rate <= 1, "--dirty-rate must be in 0..1"),
         (options.duration_s is None or options.duration_s >= 0, "--duration must be >= 0"),
+        (options.edit_rate >= 0, "--edit-rate must be >= 0 (students edited per second)"),
     ]
     return [message for ok, message in checks if not ok]
 
@@ -132,10 +136,11 @@ class _Seeds:
     runs: np.random.Generator
     stream: np.random.Generator
     namer: np.random.Generator
+    edits: np.random.Generator
 
     @classmethod
     def of(cls, seed: int) -> _Seeds:
-        return cls(*np.random.default_rng(seed).spawn(4))
+        return cls(*np.random.default_rng(seed).spawn(5))  # spawned by index: the first four never change
 
 
 def _say(stream: TextIO, text: str) -> None:
@@ -182,7 +187,7 @@ class Generator:
     def _run_with(self, ledger: BatchLedger, stopping: threading.Event) -> None:
         options = self.options
         if not options.stream:
-            if any(options.history_counts):
+            if any(options.history_counts) or options.crash_writer:
                 self._with_students(ledger, stopping, stream=False)
             if options.serve:
                 self._serve(ledger, lambda: _wait(stopping, options.duration_s))
@@ -199,6 +204,9 @@ class Generator:
                 self._write_history(ledger, students, stopping)
             if stream and not stopping.is_set():
                 self._serve(ledger, lambda: self._stream(ledger, students, stopping))
+            if self.options.crash_writer:
+                _say(self._err, "cohortflow-simulator: --crash-writer: dying mid-transaction")
+                students.crash_mid_transaction()
         finally:
             self.summary.student_lock_retries = students.retries
             students.close()
@@ -275,8 +283,15 @@ class Generator:
             log=log,
             clock=UtcClock(_clock_floor(ledger, students)),
             namer=BatchNamer.from_rng(self._seeds.namer),
+            edits=self._edit_script(),
             still_there=self.data.ready_file.exists,
         )
+
+    def _edit_script(self) -> EditScript | None:
+        if not self.options.edit_rate:
+            return None
+        interval_s = self.options.interval_ms / 1000
+        return EditScript(self._seeds.edits, self.options.edit_rate, interval_s=interval_s)
 
 
 def stream_script(options: GenerateOptions, seed: int) -> StreamScript:
@@ -327,7 +342,7 @@ def stopped_line(summary: Summary) -> str:
     return (
         f"cohortflow-simulator stopped intervals={counts.intervals} batches={counts.batches} "
         f"students={counts.students} test_runs={counts.test_runs} "
-        f"student_lock_retries={summary.student_lock_retries}"
+        f"student_lock_retries={summary.student_lock_retries} edits={counts.edits}"
     )
 
 

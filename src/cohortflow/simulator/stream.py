@@ -107,6 +107,58 @@ class StreamScript:
         return Burst(data, count, split_at, float(self._rng.uniform(low, self._max_pause)))
 
 
+EDIT_KINDS = ("rename", "move", "delete")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to an existing student: a new name, a new batch, or its deletion."""
+
+    kind: str
+    student_id: int
+    name: str = ""
+    batch_id: int = 0
+
+
+class EditScript:
+    """``--edit-rate`` edits per second (fractions accumulate), from their own seeded generator.
+
+    Each edit picks a kind uniformly and a student uniformly among the ids written so far
+    (one already deleted is simply not found: the statement changes nothing).
+    """
+
+    def __init__(self, rng: np.random.Generator, rate_per_s: float, *, interval_s: float) -> None:
+        self._rng = rng
+        self._per_interval = rate_per_s * interval_s
+        self._due = 0.0
+
+    def edits(self, state: StreamState) -> list[Edit]:
+        """The edits of one interval, given what exists."""
+        self._due += self._per_interval
+        count = int(self._due)
+        self._due -= count
+        return [self._edit(state) for _ in range(count if state.students else 0)]
+
+    def _edit(self, state: StreamState) -> Edit:
+        kind = EDIT_KINDS[int(self._rng.integers(0, len(EDIT_KINDS)))]
+        student_id = int(self._rng.integers(1, state.students + 1))
+        if kind == "rename":
+            return Edit(kind, student_id, name=draw_names(self._rng, 1)[0])
+        if kind == "move":
+            return Edit(kind, student_id, batch_id=int(self._rng.integers(1, state.batches + 1)))
+        return Edit(kind, student_id)
+
+
+def apply_edit(students: StudentsWriter, edit: Edit) -> None:
+    """Write one edit (one commit)."""
+    if edit.kind == "rename":
+        students.rename(edit.student_id, edit.name)
+    elif edit.kind == "move":
+        students.move(edit.student_id, edit.batch_id)
+    else:
+        students.delete(edit.student_id)
+
+
 class LogAppender:
     """Appends to ``test_runs.log`` with raw ``write(2)`` calls (no buffering)."""
 
@@ -151,6 +203,7 @@ class StreamCounts:
     batches: int = 0
     students: int = 0
     test_runs: int = 0
+    edits: int = 0
 
 
 @dataclass
@@ -162,6 +215,8 @@ class Sinks:
     log: LogAppender
     clock: UtcClock
     namer: BatchNamer
+    edits: EditScript | None = None
+    """Renames, moves and deletes of existing students (``--edit-rate``)."""
     still_there: Callable[[], bool] = lambda: True
     """False once the data directory was reset under the running stream."""
 
@@ -213,5 +268,8 @@ class Streamer:
         for name, batch_id in tick.students:
             sinks.students.add(name, batch_id, format_us(sinks.clock.tick()))
             self.counts.students += 1
+        for edit in [] if sinks.edits is None else sinks.edits.edits(self._state):
+            apply_edit(sinks.students, edit)
+            self.counts.edits += 1
         sinks.log.write_burst(tick.burst)
         self.counts.test_runs += tick.burst.lines

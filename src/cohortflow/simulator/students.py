@@ -6,16 +6,23 @@ The writer waits (``busy_timeout``) and then keeps retrying the very same
 statement, so a slow reader delays a student but never loses one; only when
 the generator is stopping does it give up, after a grace period, on a student
 that was never committed (and that no log line has named as existing yet).
+
+With ``--edit-rate`` the writer also renames, moves and deletes students (one
+commit each), and :meth:`StudentsWriter.crash_mid_transaction` reproduces a
+writer killed in the middle of a transaction: the hot journal it leaves is
+what readers must recover from.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from cohortflow.contract import STUDENTS_TABLE_DDL
 
@@ -24,6 +31,8 @@ T = TypeVar("T")
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 STOP_GRACE_S = 5.0
 _INSERT = "INSERT INTO students (name, batch_id, created_at) VALUES (?, ?, ?)"
+_HIGHEST_ID = """SELECT max(coalesce((SELECT max(id) FROM students), 0),
+    coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'students'), 0))"""
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
@@ -57,8 +66,8 @@ class StudentsWriter:
         self._conn.close()
 
     def max_id(self) -> int:
-        """The highest student id written so far (0 for none)."""
-        row = self._retry(lambda: self._conn.execute("SELECT max(id) FROM students").fetchone())
+        """The highest student id ever written (0 for none), even when that student was deleted."""
+        row = self._retry(lambda: self._conn.execute(_HIGHEST_ID).fetchone())
         return int(row[0] or 0)
 
     def max_batch_id(self) -> int:
@@ -87,6 +96,40 @@ class StudentsWriter:
             self._rollback()
             raise
         return int(cursor.lastrowid or 0)
+
+    def rename(self, student_id: int, name: str) -> None:
+        """Give a student another name (one commit)."""
+        self._commit("UPDATE students SET name = ? WHERE id = ?", (name, student_id))
+
+    def move(self, student_id: int, batch_id: int) -> None:
+        """Move a student to another batch (one commit)."""
+        self._commit("UPDATE students SET batch_id = ? WHERE id = ?", (batch_id, student_id))
+
+    def delete(self, student_id: int) -> None:
+        """Delete a student (one commit; AUTOINCREMENT never gives its id out again)."""
+        self._commit("DELETE FROM students WHERE id = ?", (student_id,))
+
+    def _commit(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        try:
+            self._retry(lambda: self._conn.execute(sql, params))
+            self._retry(lambda: self._conn.execute("COMMIT"))
+        except BaseException:
+            self._rollback()
+            raise
+
+    def crash_mid_transaction(self) -> NoReturn:
+        """Rewrite every student in a transaction, spill it into the file, and die by SIGKILL.
+
+        A one-page cache makes SQLite write changed pages into the database file before
+        any commit (the originals are in the journal first), so the file is left
+        mid-transaction beside a *hot journal* that the next reader must roll back.
+        """
+        self._conn.execute("PRAGMA cache_size = 1")
+        self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        self._conn.execute("UPDATE students SET name = name || ' (never committed)'")
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError  # not reached: SIGKILL cannot be caught
 
     def add_many(self, rows: Iterable[tuple[str, int, str]]) -> None:
         """Insert many students in one transaction (history preload)."""

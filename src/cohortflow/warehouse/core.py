@@ -244,6 +244,18 @@ class Transaction:
         self._many(schema.INSERT_STUDENT, rows, "students")
         self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
 
+    def update_students(self, students: Sequence[StudentRecord]) -> None:
+        """Stage students edited upstream (or back after a delete): old and new batch are recomputed."""
+        self._many(schema.TOUCH_BATCH_OF_STUDENT, [(s.id,) for s in students])
+        rows = [(s.id, s.name, s.batch_id, s.created_at) for s in students]
+        self._many(schema.UPSERT_STUDENT, rows, "students_updated")
+        self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
+
+    def delete_students(self, ids: Sequence[int]) -> None:
+        """Stage students deleted upstream; their completions stay but count for no batch."""
+        self._many(schema.TOUCH_BATCH_OF_STUDENT, [(i,) for i in ids])
+        self._many(schema.DELETE_STUDENT, [(i,) for i in ids], "students_deleted")
+
     def add_runs(self, delta: RunsDelta) -> None:
         """Stage what parsed test runs contribute: mappings, completions, rejects."""
         mappings = _rows(delta.mappings, "lesson_id", "lesson_title")

@@ -111,6 +111,18 @@ INSERT_BATCH: Final = """INSERT INTO batches
 INSERT_STUDENT: Final = """INSERT INTO students
     (id, name, batch_id, created_at, lessons_completed)
     VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING"""
+# Students edited or deleted upstream (the change detector): both the old and the new batch
+# are recomputed; a deleted student's completions stay stored but count for no batch.
+UPSERT_STUDENT: Final = """INSERT INTO students
+    (id, name, batch_id, created_at, lessons_completed)
+    VALUES (?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name, batch_id = excluded.batch_id, created_at = excluded.created_at"""
+TOUCH_BATCH_OF_STUDENT: Final = """INSERT INTO touched_batches (id)
+    SELECT batch_id FROM students WHERE id = ? ON CONFLICT DO NOTHING"""
+DELETE_STUDENT: Final = "DELETE FROM students WHERE id = ?"
+SELECT_STUDENTS_BETWEEN: Final = """SELECT id, name, batch_id, created_at FROM students
+    WHERE id > ? AND id <= ? ORDER BY id"""
+SELECT_STUDENT_AT_OR_AFTER: Final = "SELECT id, created_at FROM students WHERE id >= ? ORDER BY id LIMIT 1"
 INSERT_LESSON: Final = "INSERT INTO lessons (id, title) VALUES (?, ?) ON CONFLICT DO NOTHING"
 INSERT_COMPLETION: Final = """INSERT INTO lesson_completions (student_id, lesson_id)
     VALUES (?, ?) ON CONFLICT DO NOTHING"""
