@@ -56,7 +56,7 @@ class Analysts:
         for proc in self.procs:
             proc.terminate()
         for proc in self.procs:
-            proc.wait(timeout=30)
+            proc.communicate(timeout=30)  # reaps it and closes its pipe
 
 
 @dataclass
@@ -74,13 +74,20 @@ class WalWatch:
             self.wal_sizes.append(os.stat(f"{self.warehouse}-wal").st_size)
         except FileNotFoundError:
             self.wal_sizes.append(0)
-        with sqlite3.connect(self.warehouse, timeout=30) as conn:
-            row = conn.execute("SELECT updated_at FROM pipeline_state WHERE key = ?", (LOG_KEY,)).fetchone()
-        conn.close()
-        stamp = row[0] if row else None
+        stamp = self._log_commit_stamp()
         if stamp is not None and stamp != self.last_stamp:
             self.last_stamp = stamp
             self.commit_times.append(time.monotonic())
+
+    def _log_commit_stamp(self) -> str | None:
+        conn = sqlite3.connect(self.warehouse, timeout=30)
+        try:
+            row = conn.execute("SELECT updated_at FROM pipeline_state WHERE key = ?", (LOG_KEY,)).fetchone()
+        except sqlite3.OperationalError:  # no schema yet
+            row = None
+        finally:
+            conn.close()
+        return str(row[0]) if row else None
 
     def watch(self, seconds: float, every: float = 0.1) -> None:
         """Sample for ``seconds``."""
