@@ -131,6 +131,14 @@ def _config(**values: Any) -> PipelineConfig:
     help="Log bytes folded into one transaction in a backfill.",
 )
 @click.option(
+    "--commit-seconds",
+    type=click.FloatRange(min=0.1),
+    default=PipelineConfig.commit_seconds,
+    show_default=True,
+    envvar="COHORTFLOW_COMMIT_SECONDS",
+    help="A backfill commits at least this often (bounds the work a crash loses).",
+)
+@click.option(
     "--spark-master",
     default="local[2]",
     show_default=True,

@@ -18,6 +18,7 @@ class PipelineConfig:
         batches_poll_seconds: least time between two batch API polls.
         chunk_bytes: log bytes parsed at once (bounds memory).
         txn_bytes: log bytes folded into one transaction during a backfill.
+        commit_seconds: longest a backfill transaction grows before it commits (work lost to a crash).
         api_patience: seconds ``--once`` keeps retrying a failing batch API.
         spark_master, checkpoint, trigger_seconds: the Spark engine's master URL,
             checkpoint directory and processing-time trigger in follow mode.
@@ -34,6 +35,7 @@ class PipelineConfig:
     batches_poll_seconds: float = 0.5
     chunk_bytes: int = 16 << 20
     txn_bytes: int = 256 << 20
+    commit_seconds: float = 5.0
     http_timeout: float = 5.0
     api_patience: float = 30.0
     spark_master: str = "local[2]"

@@ -4,7 +4,8 @@ Each tick reads what is new from every source, parses the log slice, and
 stages all of it with the advanced cursors in ONE warehouse transaction. The
 in-memory cursors move only after that commit, so a crash anywhere replays
 exactly the uncommitted slice. A backfill folds many log chunks into one
-transaction (bounded by ``txn_bytes``) to amortise the recompute.
+transaction (bounded by ``txn_bytes`` and ``commit_seconds``, so a crash loses
+at most one interval of work) to amortise the recompute.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class EmbeddedEngine:
         stop: threading.Event | None,
     ) -> LogCursor:
         cursor = self.cursors.log
+        deadline = time.monotonic() + self.config.commit_seconds
         while chunk is not None:
             tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
             tx.add_rejects(
@@ -219,10 +221,14 @@ class EmbeddedEngine:
             stats.lines += chunk.lines.num_rows + len(chunk.oversized)
             stats.log_bytes += chunk.consumed
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
-            if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):
+            if caught_up or self._txn_full(stats, deadline) or (stop is not None and stop.is_set()):
                 break
             chunk = self.log.read(cursor, self.config.chunk_bytes)
         return cursor
+
+    def _txn_full(self, stats: TickStats, deadline: float) -> bool:
+        """A backfill commits every ``txn_bytes`` or ``commit_seconds``, whichever comes first."""
+        return stats.log_bytes >= self.config.txn_bytes or time.monotonic() >= deadline
 
     def _read_log(self) -> LogChunk | None:
         return self.log.read(self.cursors.log, self.config.chunk_bytes)
