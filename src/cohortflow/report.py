@@ -15,6 +15,7 @@ from cohortflow.errors import CohortflowError
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
 from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors
 from cohortflow.warehouse import Warehouse
+from cohortflow.warehouse.text import REPLACED_KEY
 
 LEADERBOARD_COLUMNS = ("rank", "batch_id", "name", "students_completed_3plus", "students_total")
 
@@ -99,6 +100,8 @@ def pipeline_status(warehouse: Warehouse, config: PipelineConfig) -> dict[str, A
     return {
         "sources": [s.__dict__ for s in sources],
         "quarantine": [{"source": s, "reason": r, "count": n} for s, r, n in warehouse.quarantine_counts()],
+        # Values stored with U+FFFD in place of what the warehouse cannot hold (cohortflow.warehouse.text).
+        "text_values_replaced": int(state.get(REPLACED_KEY) or 0),
     }
 
 
@@ -129,4 +132,6 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         quarantine.add_column(column)
     for q in status["quarantine"]:
         quarantine.add_row(q["source"], q["reason"], str(q["count"]))
+    if status.get("text_values_replaced"):
+        quarantine.add_row("(stored)", "text_values_replaced (U+FFFD)", str(status["text_values_replaced"]))
     return [sources, quarantine]
