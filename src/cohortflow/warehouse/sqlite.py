@@ -120,11 +120,11 @@ class SQLiteBackend:
         return WarehouseError(f"warehouse `{self.display}`: {exc}")
 
     def _disk_full(self) -> str:
-        free = shutil.disk_usage(self.path.parent).free
+        free, wal = shutil.disk_usage(self.path.parent).free / (1 << 20), self.wal.size() / (1 << 20)
         return (
-            f"the disk holding warehouse `{self.display}` is full ({free >> 20} MiB free, WAL "
-            f"{self.wal.size() >> 20} MiB); everything committed so far is kept: free space on that disk "
-            "(or move the warehouse) and run again, it resumes from its last commit"
+            f"the disk holding warehouse `{self.display}` is full ({free:.1f} MiB free, its WAL "
+            f"`{self.wal.wal.name}` is {wal:.1f} MiB); everything committed so far is kept: free space "
+            "on that disk (or move the warehouse) and run again, it resumes from its last commit"
         )
 
 

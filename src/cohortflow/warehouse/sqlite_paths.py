@@ -36,6 +36,11 @@ def check_writable(path: Path) -> None:
     if not parent.is_dir():
         msg = f"--warehouse `{path}`: `{parent}` is a file, not a directory; pick another path"
         raise ConfigError(msg)
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        msg = (
+            f"--warehouse `{path}` is on a read-only file system: remount it read-write or pick another path"
+        )
+        raise ConfigError(msg)
     if not os.access(parent, os.W_OK | os.X_OK):
         what = "create the warehouse in it" if parent != path.parent else "write the WAL beside the file"
         msg = (
