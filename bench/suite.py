@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import backfill
+import durability
 import freshness
 import report
 import tick
@@ -37,7 +38,7 @@ from common import (
     served,
 )
 
-WORKLOADS = ("backfill", "tick", "writer", "freshness")
+WORKLOADS = ("backfill", "tick", "writer", "freshness", "durability")
 
 
 @dataclass
@@ -202,11 +203,25 @@ def run_freshness(run: Run) -> None:
     run.results += freshness.results(by_rate, idle, run.plan.idle_s)
 
 
+def run_durability(run: Run) -> None:
+    sizes = run.plan.backfills[0]
+    data = run.dataset(sizes)
+    say("durability: WAL under four 2 s readers at 100x")
+    tiny = sizes.lines < 100_000  # the smoke test's size: just show it works
+    wal = durability.wal_under_readers(run.scratch, 10.0 if tiny else 30.0 if run.plan.quick else 90.0)
+    say(f"durability: kill -9 during a {sizes.label} backfill")
+    killed = durability.kills(data, run.scratch, 5)
+    say("durability: periodic commits vs one transaction")
+    cost = durability.commit_cost(data, run.scratch, run.plan.repeats)
+    run.results += durability.results(wal, killed, cost, sizes)
+
+
 STEPS: dict[str, Callable[[Run], None]] = {
     "backfill": run_backfill,
     "tick": run_tick,
     "writer": run_writer,
     "freshness": run_freshness,
+    "durability": run_durability,
 }
 
 
