@@ -110,6 +110,17 @@ def test_the_postgres_lease_is_per_database_and_names_the_holder(
         elsewhere.acquire_writer()
 
 
+def test_a_postgres_writer_that_lost_its_lock_commits_nothing(pg_url: str) -> None:
+    with open_warehouse(pg_url, writer=True) as wh:
+        wh.ensure_schema()
+        wh.acquire_writer()
+        _commit_a_batch(wh, 1)
+        wh.execute("SELECT pg_advisory_unlock_all()")  # as if an operator freed it under us
+        with pytest.raises(WarehouseLocked, match="lost its writer lock"):
+            _commit_a_batch(wh, 2)
+        assert wh.execute("SELECT id FROM batches") == [(1,)]
+
+
 def _writer(db: Path) -> Warehouse:
     wh = open_warehouse(str(db), writer=True)
     wh.ensure_schema()
