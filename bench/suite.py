@@ -24,6 +24,7 @@ import freshness
 import report
 import tick
 import writer
+from cohortflow.config import PipelineConfig
 from common import (
     BENCH,
     ROOT,
@@ -208,12 +209,15 @@ def run_durability(run: Run) -> None:
     data = run.dataset(sizes)
     say("durability: WAL under four 2 s readers at 100x")
     tiny = sizes.lines < 100_000  # the smoke test's size: just show it works
-    wal = durability.wal_under_readers(run.scratch, 10.0 if tiny else 30.0 if run.plan.quick else 90.0)
-    say(f"durability: kill -9 during a {sizes.label} backfill")
-    killed = durability.kills(data, run.scratch, 5)
+    wal = durability.wal_under_readers(run.scratch, 10.0 if tiny else 60.0 if run.plan.quick else 90.0)
+    # Five kills need a backfill of many intervals: the largest data set; at 1M (quick) 1 s intervals.
+    largest = run.plan.backfills[-1]
+    interval = 1.0 if largest.lines <= 1_000_000 else PipelineConfig.commit_seconds
+    say(f"durability: kill -9 during a {largest.label} backfill, --commit-seconds {interval:g}")
+    killed = durability.kills(run.dataset(largest), run.scratch, 5, interval)
     say("durability: periodic commits vs one transaction")
     cost = durability.commit_cost(data, run.scratch, run.plan.repeats)
-    run.results += durability.results(wal, killed, cost, sizes)
+    run.results += durability.results(wal, killed, cost, sizes, largest)
 
 
 STEPS: dict[str, Callable[[Run], None]] = {

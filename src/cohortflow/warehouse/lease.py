@@ -56,6 +56,9 @@ class FileLease:
         ident = identity(self.path)
         with _GUARD:
             entry = _OPEN.get(ident)
+            if entry is not None and os.fstat(entry.fd).st_nlink == 0:
+                os.close(entry.fd)  # a deleted file whose inode number came back: no SQLite lock lives on it
+                entry = None
             if entry is None:
                 entry = _OPEN[ident] = _Locked(os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
             if entry.holder is not None and entry.holder is not self:
