@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.testing.analysts import Analysts, WalWatch
-from cohortflow.warehouse.wal import SOFT_LIMIT
+from cohortflow.warehouse.wal import SOFT_LIMIT, WalGuard
 
 WAL_BOUND = 64 << 20
 
@@ -62,3 +63,34 @@ def _truncated_after_soft_limit(sizes: list[int]) -> bool:
     """Whether the WAL grew past the soft limit and was later cut to under a quarter of it."""
     peak = next((i for i, size in enumerate(sizes) if size >= SOFT_LIMIT), None)
     return peak is not None and any(size < SOFT_LIMIT // 4 for size in sizes[peak:])
+
+
+def _grow_wal(conn: sqlite3.Connection, guard: WalGuard, past: int) -> None:
+    while guard.size() < past:
+        conn.execute("INSERT INTO filler (blob) VALUES (randomblob(65536))")
+
+
+def test_a_reader_that_never_lets_go_costs_one_bounded_wait_then_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "pinned.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE students (lessons_completed INTEGER)")
+    conn.execute("CREATE TABLE filler (blob BLOB)")
+    guard = WalGuard(db, soft_limit=1 << 20, patience=0.5)
+    with Analysts(db, count=1, hold=600.0):  # one transaction open for the whole test
+        _grow_wal(conn, guard, 2 << 20)
+        began = time.monotonic()
+        guard.after_commit(conn)
+        waited = time.monotonic() - began
+        assert guard.backoff.failures == 1 and guard.truncations == 0
+        assert "cannot shrink" in caplog.text
+        assert waited < 30, "the wait is bounded by the patience, not by the reader"
+        guard.after_commit(conn)  # backing off: no second wait at once
+        assert guard.backoff.failures == 1
+    guard.backoff.next_at = 0.0  # the reader is gone: the next try truncates
+    guard.after_commit(conn)
+    assert guard.truncations == 1 and guard.size() == 0
+    conn.close()

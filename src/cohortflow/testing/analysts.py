@@ -49,7 +49,8 @@ class Analysts:
             self.procs.append(proc)
             assert proc.stdout is not None
             proc.stdout.readline()  # "reading": its first transaction is open
-            time.sleep(self.hold / self.count)  # stagger: there is never a moment without a reader
+            if len(self.procs) < self.count:  # stagger: there is never a moment without a reader
+                time.sleep(self.hold / self.count)
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:

@@ -9,9 +9,11 @@ WAL grows for as long as both go on.
 The pipeline is the only writer, so it can make that moment: once the WAL
 passes :data:`SOFT_LIMIT`, after a commit, it runs ``wal_checkpoint(TRUNCATE)``,
 which holds back our next commit (never the readers) until the readers' current
-transactions end, copies everything and truncates the WAL to zero. Freshness
-pauses for at most ``patience`` seconds. A reader that keeps one transaction
-open longer than that pins the WAL: the pipeline gives up for now, keeps
+transactions end, copies everything and truncates the WAL to zero. SQLite
+waits for two rounds of readers (those older than our last commit, then those
+older than the copy), each wait bounded by ``patience``, so freshness pauses
+for about twice the longest reader transaction. A reader that keeps one
+transaction open longer than ``patience`` pins the WAL: the pipeline gives up for now, keeps
 committing, warns (once, then every few minutes) and tries again with backoff.
 """
 
