@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from cohortflow.errors import ConfigError
+from cohortflow.errors import ConfigError, WarehouseError
 
 
 def path_of_url(url: str) -> Path:
@@ -58,9 +58,9 @@ def check_readable(path: Path) -> None:
     if path.is_dir():
         msg = f"--warehouse `{path}` is a directory, not a warehouse file"
         raise ConfigError(msg)
-    if not path.exists():
+    if not path.exists():  # not yet, rather than wrong: a WarehouseError, as SQLite's own would be
         msg = f"there is no warehouse at `{path}` yet: run `cohortflow run` first"
-        raise ConfigError(msg)
+        raise WarehouseError(msg)
     if not os.access(path, os.R_OK):
         msg = f"--warehouse `{path}` is not readable for this user: fix its permissions"
         raise ConfigError(msg)
