@@ -33,12 +33,15 @@ ONE_TRANSACTION = ("--commit-seconds", "1000000")
 CHUNK_SLACK_S = 2.0  # a commit waits for the chunk in hand (16 MiB: about a second here)
 
 
-def wal_under_readers(scratch: Path, seconds: float) -> dict[str, float]:
+def wal_under_readers(scratch: Path, history_sizes: Sizes, seconds: float) -> dict[str, float]:
     """Follow at 100x with four 2 s readers; WAL and commit-gap figures."""
     base = scratch / "wal"
     shutil.rmtree(base, ignore_errors=True)
     data, warehouse = base / "data", base / "warehouse.db"
-    history = ("--history-batches", "50", "--history-students", "500", "--history-test-runs", "20000")
+    history = (
+        *("--history-batches", str(history_sizes.batches), "--history-students", str(history_sizes.students)),
+        *("--history-test-runs", str(history_sizes.lines)),
+    )
     watch = WalWatch(warehouse)
     with SimulatorProcess(data, "--seed", "3", "--interval-ms", "5", *history) as sim:
         cmd = cohortflow(

@@ -209,7 +209,8 @@ def run_durability(run: Run) -> None:
     data = run.dataset(sizes)
     say("durability: WAL under four 2 s readers at 100x")
     tiny = sizes.lines < 100_000  # the smoke test's size: just show it works
-    wal = durability.wal_under_readers(run.scratch, 10.0 if tiny else 60.0 if run.plan.quick else 90.0)
+    seconds = 5.0 if tiny else 60.0 if run.plan.quick else 90.0
+    wal = durability.wal_under_readers(run.scratch, run.plan.fresh_history, seconds)
     # Five kills need a backfill of many intervals: the largest data set; at 1M (quick) 1 s intervals.
     largest = run.plan.backfills[-1]
     interval = 1.0 if largest.lines <= 1_000_000 else PipelineConfig.commit_seconds
