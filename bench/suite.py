@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import backfill
+import durability
 import freshness
 import report
 import tick
 import writer
+from cohortflow.config import PipelineConfig
 from common import (
     BENCH,
     ROOT,
@@ -37,7 +39,7 @@ from common import (
     served,
 )
 
-WORKLOADS = ("backfill", "tick", "writer", "freshness")
+WORKLOADS = ("backfill", "tick", "writer", "freshness", "durability")
 
 
 @dataclass
@@ -202,11 +204,29 @@ def run_freshness(run: Run) -> None:
     run.results += freshness.results(by_rate, idle, run.plan.idle_s)
 
 
+def run_durability(run: Run) -> None:
+    sizes = run.plan.backfills[0]
+    data = run.dataset(sizes)
+    say("durability: WAL under four 2 s readers at 100x")
+    tiny = sizes.lines < 100_000  # the smoke test's size: just show it works
+    seconds = 5.0 if tiny else 60.0 if run.plan.quick else 90.0
+    wal = durability.wal_under_readers(run.scratch, run.plan.fresh_history, seconds)
+    # Five kills need a backfill of many intervals: the largest data set; at 1M (quick) 1 s intervals.
+    largest = run.plan.backfills[-1]
+    interval = 1.0 if largest.lines <= 1_000_000 else PipelineConfig.commit_seconds
+    say(f"durability: kill -9 during a {largest.label} backfill, --commit-seconds {interval:g}")
+    killed = durability.kills(run.dataset(largest), run.scratch, 5, interval)
+    say("durability: periodic commits vs one transaction")
+    cost = durability.commit_cost(data, run.scratch, run.plan.repeats)
+    run.results += durability.results(wal, killed, cost, sizes, largest)
+
+
 STEPS: dict[str, Callable[[Run], None]] = {
     "backfill": run_backfill,
     "tick": run_tick,
     "writer": run_writer,
     "freshness": run_freshness,
+    "durability": run_durability,
 }
 
 

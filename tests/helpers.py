@@ -45,3 +45,10 @@ def generate(data: Path, *args: str) -> None:
     command = [sys.executable, "-m", "cohortflow", "generate", "--data-dir", str(data), "--no-stream", *args]
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def tiny_sources(data: Path) -> tuple[str, ...]:
+    """Real, good sources (generated once per directory) as ``run`` options, for tests of other faults."""
+    if not (data / "students.db").exists():
+        generate(data, "--history-batches", "1", "--history-students", "2", "--history-test-runs", "5")
+    return ("--students-db", str(data / "students.db"), "--test-runs-log", str(data / "test_runs.log"))

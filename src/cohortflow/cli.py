@@ -96,6 +96,9 @@ def _explicit(names: tuple[str, ...]) -> set[str]:
 @config_option(
     "txn_bytes", type=click.IntRange(min=4096), help="Log bytes folded into one transaction in a backfill."
 )
+@config_option(
+    "commit_seconds", help="A backfill commits at least this often (bounds the work a crash loses)."
+)
 @config_option("spark_master", help="Spark engine: master URL (local[N], spark://host:port, yarn...).")
 @config_option("checkpoint", help="Spark engine: checkpoint directory.")
 @config_option(

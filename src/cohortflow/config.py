@@ -23,6 +23,7 @@ class PipelineConfig:
             arriving meanwhile share one commit (its fixed cost), adding at most this to freshness.
         chunk_bytes: log bytes parsed at once (bounds memory).
         txn_bytes: log bytes folded into one transaction during a backfill.
+        commit_seconds: longest a backfill transaction grows before it commits (work lost to a crash).
         api_patience: seconds ``--once`` keeps retrying a failing batch API.
         batches_reconcile_seconds: period of the batch API's full re-listing (reconciliation).
         batches_gone_after: consecutive full listings a batch must be absent from to be gone.
@@ -42,6 +43,7 @@ class PipelineConfig:
     coalesce_seconds: float = 0.1
     chunk_bytes: int = 16 << 20
     txn_bytes: int = 256 << 20
+    commit_seconds: float = 5.0
     http_timeout: float = 5.0
     api_patience: float = 30.0
     batches_reconcile_seconds: float = 60.0

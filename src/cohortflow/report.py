@@ -17,6 +17,7 @@ from cohortflow.output import csv_text, escape_controls, same_timestamp
 from cohortflow.sources import BatchApi, RunLog, StudentsTable
 from cohortflow.state import BATCHES_KEY, LOG_KEY, STUDENTS_KEY, Cursors, with_recorded_sources
 from cohortflow.warehouse import Warehouse
+from cohortflow.warehouse.text import REPLACED_KEY
 
 LEADERBOARD_COLUMNS = ("rank", "batch_id", "name", "students_completed_3plus", "students_total")
 TIMESTAMP_COLUMNS = ("created_at", "updated_at")
@@ -131,6 +132,8 @@ def pipeline_status(
     return {
         "sources": [s.__dict__ for s in sources],
         "quarantine": [{"source": s, "reason": r, "count": n} for s, r, n in warehouse.quarantine_counts()],
+        # Values stored with U+FFFD in place of what the warehouse cannot hold (cohortflow.warehouse.text).
+        "text_values_replaced": int(state.get(REPLACED_KEY) or 0),
     }
 
 
@@ -169,4 +172,6 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         quarantine.add_column(column)
     for q in status["quarantine"]:
         quarantine.add_row(*map(plain, (q["source"], q["reason"], q["count"])))
+    if status.get("text_values_replaced"):
+        quarantine.add_row("(stored)", "text_values_replaced (U+FFFD)", str(status["text_values_replaced"]))
     return [sources, quarantine]

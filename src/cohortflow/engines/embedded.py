@@ -4,7 +4,8 @@ Each tick reads what is new from every source, parses the log slice, and
 stages all of it with the advanced cursors in ONE warehouse transaction. The
 in-memory cursors move only after that commit, so a crash anywhere replays
 exactly the uncommitted slice. A backfill folds many log chunks into one
-transaction (bounded by ``txn_bytes``) to amortise the recompute.
+transaction (bounded by ``txn_bytes`` and ``commit_seconds``, so a crash loses
+at most one interval of work) to amortise the recompute.
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ class EmbeddedEngine:
     ) -> LogCursor:
         """Stage parsed chunks in order while the worker reads and parses the next one."""
         cursor = self.cursors.log
+        deadline = time.monotonic() + self.config.commit_seconds
         pending: Future[_Parsed | None] | None = parsed
         while pending is not None:
             parsed_chunk = self._next_parsed(pending)
@@ -301,7 +303,7 @@ class EmbeddedEngine:
             stats.lines += chunk.lines.num_rows + len(chunk.oversized)
             stats.log_bytes += chunk.consumed
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
-            more = not (caught_up or stats.log_bytes >= self.config.txn_bytes or (stop and stop.is_set()))
+            more = not (caught_up or self._txn_full(stats, deadline) or (stop and stop.is_set()))
             stats.backlog |= not caught_up
             pending = self._parser.submit(self._read_and_parse, chunk.cursor) if more else None
             tx.add_runs(delta)
@@ -311,6 +313,10 @@ class EmbeddedEngine:
             )
             cursor = chunk.cursor
         return cursor
+
+    def _txn_full(self, stats: TickStats, deadline: float) -> bool:
+        """A backfill commits every ``txn_bytes`` or ``commit_seconds``, whichever comes first."""
+        return stats.log_bytes >= self.config.txn_bytes or time.monotonic() >= deadline
 
     def _next_parsed(self, pending: Future[_Parsed | None]) -> _Parsed | None:
         """The worker's next chunk (None at the end); a failed read marks the log's health."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from cohortflow.errors import ConfigError
 from cohortflow.warehouse.core import Backend, Transaction, Warehouse
 from cohortflow.warehouse.sqlite import SQLiteBackend
+from cohortflow.warehouse.sqlite_paths import path_of_url
 
 
 def _postgres(target: str) -> Backend:
@@ -25,12 +26,12 @@ def _postgres(target: str) -> Backend:
 BACKENDS: dict[str, Callable[[str], Backend]] = {
     "postgresql://": _postgres,
     "postgres://": _postgres,
-    "sqlite:///": lambda target: SQLiteBackend(target.removeprefix("sqlite:///")),
+    "sqlite:": lambda target: SQLiteBackend(path_of_url(target)),
 }
 
 
 def open_warehouse(target: str, writer: bool = False) -> Warehouse:
-    """Open the warehouse at a file path, ``sqlite:///path`` or ``postgresql://`` URL.
+    """Open the warehouse at a file path, ``sqlite:///abs/path`` or ``postgresql://`` URL.
 
     Readers (reports, analysts) leave the database as they find it; the pipeline is the writer.
     """

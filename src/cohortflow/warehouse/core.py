@@ -9,17 +9,20 @@ commit loses nothing: the cursors roll back with the rows they produced.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
-from cohortflow.errors import WarehouseError
+from cohortflow.errors import WarehouseError, WarehouseLocked
 from cohortflow.parse import RunsDelta
 from cohortflow.records import BatchRecord, StudentRecord
 from cohortflow.warehouse import schema
 from cohortflow.warehouse.dialects import Dialect
+from cohortflow.warehouse.text import REPLACED_KEY, TextRule
 
 
 class Backend(Protocol):
@@ -37,6 +40,12 @@ class Backend(Protocol):
     def acquire_writer(self, conn: Any) -> None:
         """Take the single-writer lease or raise WarehouseLocked."""
 
+    def check_writer(self, conn: Any) -> None:
+        """Before each commit: raise unless we still hold the lease on the same database."""
+
+    def after_commit(self, conn: Any) -> None:
+        """Housekeeping after a writer's commit (e.g. bound the SQLite WAL)."""
+
     def release_writer(self, conn: Any) -> None:
         """Give the lease back (the OS or the server also drops it if we die)."""
 
@@ -45,6 +54,20 @@ class Backend(Protocol):
 
     def load(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Bulk-load rows into a table (only called when the dialect sets ``bulk_min_rows``)."""
+
+
+WRITER_KEY = "meta:writer"
+
+
+def writer_info() -> dict[str, Any]:
+    """Who holds the writer lease, as recorded in pipeline_state for the next one to read."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
+
+
+def _holder(info: Any) -> str:
+    if not isinstance(info, dict):
+        return ""
+    return f" (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
 
 
 def utc_now() -> str:
@@ -59,6 +82,7 @@ class Warehouse:
         self.backend = backend
         self.writer = writer
         self.clock = clock
+        self.leased = False
         self._conn: Any = None
 
     @property
@@ -77,6 +101,7 @@ class Warehouse:
     def close(self) -> None:
         """Close the connection and give back the writer lease."""
         conn, self._conn = self._conn, None
+        self.leased = False
         try:
             with suppress(Exception):  # a dead connection has lost its lease already
                 self.backend.release_writer(conn)
@@ -153,9 +178,16 @@ class Warehouse:
                 raise WarehouseError(msg)
 
     def acquire_writer(self) -> None:
-        """Become the only pipeline writing to this warehouse."""
-        with self._errors():
-            self.backend.acquire_writer(self.conn)
+        """Become the only pipeline writing to this warehouse, and record who we are in it."""
+        try:
+            with self._errors():
+                self.backend.acquire_writer(self.conn)
+        except WarehouseLocked as exc:
+            msg = f"{exc.message}{_holder(self.state().get(WRITER_KEY))}"
+            raise WarehouseLocked(msg) from exc
+        self.leased = True
+        with self.transaction() as tx:
+            tx.set_state(WRITER_KEY, writer_info())
 
     def state(self) -> dict[str, Any]:
         """Every pipeline_state entry, JSON-decoded."""
@@ -169,10 +201,16 @@ class Warehouse:
         try:
             yield tx
             tx.finish()
+            if self.leased:
+                with self._errors():
+                    self.backend.check_writer(self.conn)
             self.execute("COMMIT")
         except BaseException:
             self._rollback_quietly()
             raise
+        if self.leased:
+            with self._errors():
+                self.backend.after_commit(self.conn)
 
     def _rollback_quietly(self) -> None:
         with suppress(Exception):
@@ -184,6 +222,8 @@ class Warehouse:
             for table in schema.DATA_TABLES:
                 tx.execute(f"DELETE FROM {table}")
             tx.set_state("meta:schema_version", schema.SCHEMA_VERSION)
+            if self.leased:
+                tx.set_state(WRITER_KEY, writer_info())
 
     def leaderboard(self, top: int) -> list[dict[str, Any]]:
         """The top batches by students who completed at least 3 lessons."""
@@ -210,6 +250,7 @@ class Transaction:
         self.warehouse = warehouse
         self.now = warehouse.clock()
         self.counts: dict[str, int] = {}
+        self.text = TextRule()
         for ddl in schema.TEMP_TABLES:
             self.execute(ddl)
         for statement in schema.CLEAR_TEMP:
@@ -233,14 +274,14 @@ class Transaction:
         """Stage newly served batches (idempotent by id)."""
         self._many(
             schema.INSERT_BATCH,
-            [(b.id, b.name, b.created_at, self.now) for b in batches],
+            [(b.id, self.text.value(b.name), b.created_at, self.now) for b in batches],
             "batches",
         )
         self._many(schema.TOUCH_BATCH, [(b.id,) for b in batches])
 
     def add_students(self, students: Sequence[StudentRecord]) -> None:
         """Stage new students (idempotent by id)."""
-        rows = [(s.id, s.name, s.batch_id, s.created_at) for s in students]
+        rows = [(s.id, self.text.value(s.name), s.batch_id, s.created_at) for s in students]
         self._many(schema.INSERT_STUDENT, rows, "students")
         self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
 
@@ -258,24 +299,27 @@ class Transaction:
 
     def add_runs(self, delta: RunsDelta) -> None:
         """Stage what parsed test runs contribute: mappings, completions, rejects."""
-        mappings = _rows(delta.mappings, "lesson_id", "lesson_title")
+        mappings = self._rows(delta.mappings, "lesson_id", "lesson_title")
         self._many(schema.INSERT_LESSON, mappings)
-        titles = _rows(delta.title_completions, "student_id", "lesson_title")
+        titles = self._rows(delta.title_completions, "student_id", "lesson_title")
         self._many(schema.INSERT_PENDING, titles)
         self._many(schema.TOUCH_TITLE, [(t,) for t in {m[1] for m in mappings} | {t[1] for t in titles}])
-        completions = _rows(delta.completions, "student_id", "lesson_id")
+        completions = self._rows(delta.completions, "student_id", "lesson_id")
         self._many(schema.INSERT_COMPLETION, completions, "completions")
         self._many(schema.TOUCH_STUDENT, [(s,) for s in {c[0] for c in completions}])
         rejects = [
             (f"{file}:{offset}", raw or "", reason)
-            for file, offset, raw, reason in _rows(delta.rejects, "file", "offset", "raw", "reason")
+            for file, offset, raw, reason in self._rows(delta.rejects, "file", "offset", "raw", "reason")
         ]
         self.add_rejects("test_runs", rejects)
         self.counts["lines"] = self.counts.get("lines", 0) + delta.lines
 
     def add_rejects(self, source: str, rejects: Sequence[tuple[str, str, str]]) -> None:
         """Quarantine bad records: ``(location, raw, reason)`` each."""
-        rows = [(source, loc, raw, reason, self.now) for loc, raw, reason in rejects]
+        rows = [
+            (source, self.text.value(loc), self.text.value(raw), reason, self.now)
+            for loc, raw, reason in rejects
+        ]
         self._many(schema.INSERT_QUARANTINE, rows, "quarantined")
 
     def get_state(self, key: str) -> Any:
@@ -292,10 +336,11 @@ class Transaction:
         for statement in schema.FINISH:
             self.execute(statement)
         self.execute(schema.RECOMPUTE_BATCHES, (self.now,))
+        if self.text.replaced:
+            self.set_state(REPLACED_KEY, (self.get_state(REPLACED_KEY) or 0) + self.text.replaced)
 
-
-def _rows(table: Any, *columns: str) -> list[tuple[Any, ...]]:
-    """Arrow columns as a list of Python tuples, for executemany."""
-    if table.num_rows == 0:
-        return []
-    return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+    def _rows(self, table: Any, *columns: str) -> list[tuple[Any, ...]]:
+        """Arrow columns as a list of Python tuples for executemany, text made storable."""
+        if table.num_rows == 0:
+            return []
+        return list(zip(*(self.text.column(table.column(c)).to_pylist() for c in columns), strict=True))

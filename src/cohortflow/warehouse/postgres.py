@@ -20,6 +20,10 @@ from cohortflow.warehouse.dialects import POSTGRES, Dialect
 
 # pg_try_advisory_lock key: "cohortfl" as a big-endian int64, unique enough per database.
 WRITER_LOCK_KEY = int.from_bytes(b"cohortfl", "big") & 0x7FFF_FFFF_FFFF_FFFF
+# A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits), objsubid 1.
+_HOLDS_LOCK = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND pid = pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)"""
 
 
 def redact(url: str) -> str:
@@ -63,6 +67,19 @@ class PostgresBackend:
             )
             raise WarehouseLocked(msg)
         self._holding = True
+
+    def check_writer(self, conn: Any) -> None:
+        """Before a commit: our session must still hold the lock (advisory locks are per database)."""
+        if not self._holding:
+            return
+        row = conn.execute(_HOLDS_LOCK, (WRITER_LOCK_KEY >> 32, WRITER_LOCK_KEY & 0xFFFF_FFFF)).fetchone()
+        if not row[0]:
+            self._holding = False
+            msg = f"this pipeline lost its writer lock on `{self.display}`"
+            raise WarehouseLocked(msg)
+
+    def after_commit(self, conn: Any) -> None:
+        """Nothing to do: the server manages its own WAL."""
 
     def release_writer(self, conn: Any) -> None:
         """Unlock now rather than when the server notices the closed connection."""
