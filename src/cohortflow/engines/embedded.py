@@ -72,6 +72,7 @@ class EmbeddedEngine:
         """Stop polling; release the warehouse and the HTTP client."""
         self.batches.stop()
         self.api.close()
+        self.log.close()
         self.warehouse.close()
 
     def run(self, stop: threading.Event | None = None) -> TickStats:
@@ -79,9 +80,10 @@ class EmbeddedEngine:
         stop = stop or threading.Event()
         totals = TickStats()
         try:
+            self.log.check(once=self.config.once)
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
-            ends: tuple[int, int] | None = None
+            ends: tuple[LogCursor, int] | None = None
             while not stop.is_set():
                 if self.config.once and ends is None:
                     ends = self._source_ends()
@@ -95,21 +97,21 @@ class EmbeddedEngine:
             self.close()
         return totals
 
-    def _source_ends(self) -> tuple[int, int] | None:
+    def _source_ends(self) -> tuple[LogCursor, int] | None:
         """Where ``--once`` stops: the log's last complete line and the newest student, now.
 
         None while a source cannot answer (asked again before the next tick). No identity check
         here: a reset is for the ticks to handle.
         """
         try:
-            return self.log.aligned_end(LogCursor()).offset, self.students.max_id()
+            return self.log.end(), self.students.max_id()
         except SourceUnavailable as exc:
             log.warning("%s; trying again", exc)
             return None
 
-    def _reached(self, ends: tuple[int, int]) -> bool:
+    def _reached(self, ends: tuple[LogCursor, int]) -> bool:
         """Whether the committed cursors passed the ends ``--once`` aims at (writers may go on)."""
-        return self.cursors.log.offset >= ends[0] and self.cursors.students.last_id >= ends[1]
+        return self.log.reached(self.cursors.log, ends[0]) and self.cursors.students.last_id >= ends[1]
 
     def _caught_up(self) -> bool:
         if self.batches.settled:
@@ -213,7 +215,7 @@ class EmbeddedEngine:
             tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
             tx.add_rejects(
                 "test_runs",
-                [(f"{self.log.name}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
+                [(f"{chunk.file}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
             )
             cursor = chunk.cursor
             stats.lines += chunk.lines.num_rows + len(chunk.oversized)
