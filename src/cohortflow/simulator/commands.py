@@ -62,6 +62,18 @@ _DATA_DIR = click.option(
     default=None,
     help="UTC start of the history (ISO 8601): byte-identical files for a seed.",
 )
+@click.option(
+    "--rotate-every",
+    default=None,
+    help="Rotate test_runs.log when it reaches a size (65536, 64k, 1m) or an age (2s, 500ms).",
+)
+@click.option(
+    "--rotate-style",
+    type=click.Choice(["rename", "copytruncate"]),
+    default="rename",
+    show_default=True,
+    help="rename: log -> log.1 and a new log; copytruncate: copy to log.1, truncate in place.",
+)
 @click.option("--busy-timeout-ms", type=int, default=5000, hidden=True)
 def generate(
     data_dir: Path,
@@ -79,6 +91,8 @@ def generate(
     serve: bool,
     duration: float | None,
     start_time: str | None,
+    rotate_every: str | None,
+    rotate_style: str,
     busy_timeout_ms: int,
 ) -> None:
     """Write the simulated sources (students.db, test_runs.log) and serve the batch API."""
@@ -102,6 +116,8 @@ def generate(
             duration_s=duration,
             start_time=None if start_time is None else runner.parse_start_time(start_time),
             busy_timeout_ms=busy_timeout_ms,
+            rotate_every=rotate_every,
+            rotate_style=rotate_style,
         )
     )
 

@@ -150,10 +150,13 @@ class RunLog:
         return self._move_on(opened, cursor, max_bytes)
 
     def end(self) -> LogCursor:
-        """The cursor just past the last complete line of the live file (identity included)."""
-        with opened(self.path) as fd:
-            if fd is None:
-                return LogCursor()
+        """The cursor just past the last complete line of the newest file (identity included)."""
+        files = logfiles.scan(self.path)
+        if not files:
+            return LogCursor()
+        with opened(files[-1].path) as fd:
+            if fd is None:  # rotated while we looked: the next look will do
+                return LogCursor(device=files[-1].device, inode=files[-1].inode)
             stat = os.fstat(fd)
             return self._advance(fd, stat, LogCursor(), last_newline_end(fd, 0, stat.st_size))
 
