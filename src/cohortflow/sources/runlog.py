@@ -218,8 +218,14 @@ class RunLog:
 
     @contextmanager
     def _opened_at(self, at: LogCursor | None) -> Iterator[int]:
-        found = logfiles.find(logfiles.scan(self.path), at.identity) if at and at.identity else None
-        with opened(found.path if found else self.path) as fd:
+        """The file ``at`` names (by identity, under any of the log's names), else the live one."""
+        path = self.path
+        if at is not None and at.identity is not None:
+            found = logfiles.find(logfiles.scan(self.path), at.identity)
+            if found is None:
+                self._reset(at, "the file being read is under no name in its directory any more")
+            path = found.path if found else path
+        with opened(path) as fd:
             if fd is None:
                 msg = f"cannot read `{self.name}`: it does not exist"
                 raise SourceError(msg)
