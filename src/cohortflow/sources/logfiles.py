@@ -59,14 +59,18 @@ def is_rotated_name(base: str, name: str) -> bool:
 
 def scan(path: Path) -> list[LogFile]:
     """The live file and its rotated predecessors, oldest first (two agreeing listings)."""
-    previous: list[LogFile] | None = None
+    files = _scan_once(path)
     for _ in range(STABLE_SCANS):
-        files = _scan_once(path)
-        if files == previous:
+        again = _scan_once(path)
+        if _names(again) == _names(files):  # sizes may grow meanwhile; only names must agree
             break
-        previous = files
+        files = again
         time.sleep(0.001)
-    return sorted(previous or [], key=LogFile.order)
+    return sorted(again, key=LogFile.order)
+
+
+def _names(files: list[LogFile]) -> list[tuple[str, int, int]]:
+    return [(f.path.name, f.device, f.inode) for f in files]
 
 
 def _scan_once(path: Path) -> list[LogFile]:
