@@ -120,18 +120,23 @@ def successor(files: list[LogFile], current: LogFile) -> LogFile | None:
 @contextmanager
 def opened(path: Path) -> Iterator[int | None]:
     """A read-only descriptor of ``path`` (None when it does not exist), closed after use."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        yield None
-        return
-    except OSError as exc:
-        msg = f"cannot read `{path}`: {exc.strerror}"
-        raise SourceError(msg) from exc
+    fd = open_fd(path)
     try:
         yield fd
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def open_fd(path: Path) -> int | None:
+    """A read-only descriptor of ``path``, None when it does not exist; the caller closes it."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        msg = f"cannot read `{path}`: {exc.strerror}"
+        raise SourceError(msg) from exc
 
 
 def find_newline(fd: int, position: int, size: int) -> int | None:

@@ -395,13 +395,9 @@ class RunLog:
 
 def _open_if(path: Path, identity: tuple[int, int]) -> _Open | None:
     """Open ``path`` if it is (still) the file with this identity."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    fd = logfiles.open_fd(path)
+    if fd is None:
         return None
-    except OSError as exc:
-        msg = f"cannot read `{path}`: {exc.strerror}"
-        raise SourceError(msg) from exc
     stat = os.fstat(fd)
     if (stat.st_dev, stat.st_ino) == identity:
         return _Open(fd, identity, str(path))
