@@ -16,6 +16,7 @@ import pytest
 
 from cohortflow.errors import ConfigError, SourceReset
 from cohortflow.sources import LogCursor, RunLog
+from cohortflow.sources.logfiles import is_rotated_name
 
 
 def line(n: int) -> bytes:
@@ -262,3 +263,28 @@ def test_the_spark_interface_reads_ranges_of_a_rotated_file_by_identity(tmp_path
     assert following.identity == (path.stat().st_dev, path.stat().st_ino) and following.offset == 0
     assert log.aligned_end(following).offset == len(lines(12, 3))
     log.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "rotated"),
+    [
+        ("test_runs.log.1", True),
+        ("test_runs.log.12", True),
+        ("test_runs.log-20260101", True),
+        ("test_runs.log-2026-01-01.1", True),
+        ("test_runs.log", False),
+        ("test_runs.log.2.gz", False),
+        ("test_runs.log.bak", False),
+        ("test_runs.logs.1", False),
+    ],
+)
+def test_which_names_are_rotated_files_of_the_log(name: str, rotated: bool) -> None:
+    assert is_rotated_name("test_runs.log", name) is rotated
+
+
+def test_a_backup_beside_the_log_is_not_read(reader: Reader) -> None:
+    path = reader.path
+    path.write_bytes(lines(0, 5))
+    shutil.copyfile(path, path.with_name("test_runs.log.bak"))
+    shutil.copyfile(path, path.with_name("test_runs.log.1.gz"))
+    assert reader.drain() == split(lines(0, 5))

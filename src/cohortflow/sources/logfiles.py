@@ -1,8 +1,9 @@
 """The files of a rotated log, found in its directory: by identity, by head, in write order.
 
 A log ``dir/test_runs.log`` is the live file at that path plus its rotated
-predecessors in the same directory (``test_runs.log.1``, ``test_runs.log-20260101``,
-…; compressed ones are skipped: we cannot read them by offset). They are
+predecessors in the same directory (``test_runs.log.1``, ``test_runs.log-20260101``;
+compressed ones such as ``.2.gz`` cannot be read by offset and are skipped, and
+other names such as ``.bak`` are not the log's). They are
 ordered by when they were last written: the live file is the newest, the
 rotated ones by modification time, and among equal times (file timestamps are
 coarse, a few ms) a larger numeric suffix is older, as logrotate numbers them.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +22,6 @@ from pathlib import Path
 
 from cohortflow.errors import SourceError
 
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip")
 STABLE_SCANS = 5
 """Directory listings tried until two agree (a rename during a listing can hide an entry)."""
 
@@ -51,10 +52,13 @@ def _suffix_rank(name: str) -> tuple[int, int, str]:
     return (0, -int(suffix), "") if suffix.isdigit() else (1, 0, name)
 
 
+_ROTATED_SUFFIX = re.compile(r"\.[0-9]+|-[0-9][0-9_.:T-]*")
+"""logrotate's names: ``.1``, ``.2``… or ``dateext`` ones such as ``-20260101``, ``-2026-01-01.1``."""
+
+
 def is_rotated_name(base: str, name: str) -> bool:
-    """Whether ``name`` looks like a rotated copy of the log ``base`` (and is not compressed)."""
-    related = name.startswith((f"{base}.", f"{base}-"))
-    return related and not name.endswith(COMPRESSED)
+    """Whether ``name`` is a rotated file of the log ``base`` (not a backup, not compressed)."""
+    return name.startswith(base) and _ROTATED_SUFFIX.fullmatch(name[len(base) :]) is not None
 
 
 def scan(path: Path) -> list[LogFile]:
