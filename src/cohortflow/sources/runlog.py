@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -99,9 +100,14 @@ class RunLog:
         self.path = Path(path)
         self.name = str(self.path)
         self.max_line_bytes = max_line_bytes
-        self.waiting = False
-        """True while neither the log nor the file the cursor names can be found."""
+        self.missing_since: float | None = None
+        """Since when (epoch seconds) neither the log nor the file the cursor names can be found."""
         self._open: _Open | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the log is missing for now (follow mode waits for it)."""
+        return self.missing_since is not None
 
     def close(self) -> None:
         """Let go of the file held open."""
@@ -289,7 +295,7 @@ class RunLog:
             opened = _open_if(path, identity)
             if opened is not None:
                 self._open = opened
-                self.waiting = False
+                self.missing_since = None
                 return opened
         return None
 
@@ -301,9 +307,9 @@ class RunLog:
         return self._hold(files[0].identity)
 
     def _wait_for_it(self) -> None:
-        if not self.waiting:
+        if self.missing_since is None:
             log.warning("`%s` does not exist (yet); waiting for it to appear", self.name)
-        self.waiting = True
+            self.missing_since = time.time()
 
     def _in_directory(self, opened: _Open) -> bool:
         """Whether the file is the log or one of its rotated names (held open is not enough)."""
