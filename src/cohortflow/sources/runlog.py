@@ -37,6 +37,7 @@ from cohortflow.sources import logfiles
 from cohortflow.sources.logfiles import LogFile, find_newline, head_sha, last_newline_end, opened
 
 HEAD_BYTES = 4096
+OPEN_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +292,13 @@ class RunLog:
         if self._open is not None and self._open.identity == identity:
             return self._open
         self.close()
-        for path in (self.path, *(f.path for f in logfiles.scan(self.path) if f.identity == identity)):
-            opened = _open_if(path, identity)
-            if opened is not None:
-                self._open = opened
-                self.missing_since = None
-                return opened
+        for _ in range(OPEN_ATTEMPTS):  # a rotation may rename it between our listing and our open
+            for path in (self.path, *(f.path for f in logfiles.scan(self.path) if f.identity == identity)):
+                opened = _open_if(path, identity)
+                if opened is not None:
+                    self._open = opened
+                    self.missing_since = None
+                    return opened
         return None
 
     def _hold_oldest(self) -> _Open | None:
