@@ -315,7 +315,10 @@ class RunLog:
 
     def _in_directory(self, opened: _Open) -> bool:
         """Whether the file is the log or one of its rotated names (held open is not enough)."""
-        return self._is_live(opened) or logfiles.find(logfiles.scan(self.path), opened.identity) is not None
+        for _ in range(OPEN_ATTEMPTS):  # a listing during a rotation's renames may miss it once
+            if self._is_live(opened) or logfiles.find(logfiles.scan(self.path), opened.identity):
+                return True
+        return False
 
     def _is_live(self, opened: _Open) -> bool:
         try:
