@@ -96,18 +96,20 @@ def test_kill_9_while_the_log_rotates_loses_and_doubles_nothing(tmp_path: Path, 
     small_txns = ("--chunk-bytes", "16384", "--txn-bytes", "65536")
     rotate = ("--rotate-every", "8k", "--rotate-style", style)
     with SimulatorProcess(data, "--seed", "12", "--interval-ms", "5", *SMALL, *MESSY, *rotate) as sim:
-        for _ in range(10):
+        for run in range(10):
             before = committed_log(warehouse)
-            proc = subprocess.Popen(
-                pipeline_cmd(data, sim.url, warehouse, *small_txns),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            err = tmp_path / f"run-{run}.err"
+            with err.open("w") as err_file:
+                proc = subprocess.Popen(
+                    pipeline_cmd(data, sim.url, warehouse, *small_txns),
+                    stdout=subprocess.DEVNULL,
+                    stderr=err_file,
+                )
             # Kill only once it committed (startup alone takes seconds on a loaded machine);
             # the files rotate several times while it is down and starting again.
             wait_until(lambda: committed_log(warehouse) != before, what="a commit")  # noqa: B023
             time.sleep(rng.uniform(0.0, 2.0))  # often caught up on the live file, sometimes not
-            assert proc.poll() is None, "the pipeline must be killed while it is still working"
+            assert proc.poll() is None, f"it must be killed while still working: {err.read_text()}"
             proc.kill()
             proc.wait()
     assert len(rotated(data)) >= 20

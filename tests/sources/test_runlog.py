@@ -288,3 +288,33 @@ def test_a_backup_beside_the_log_is_not_read(reader: Reader) -> None:
     shutil.copyfile(path, path.with_name("test_runs.log.bak"))
     shutil.copyfile(path, path.with_name("test_runs.log.1.gz"))
     assert reader.drain() == split(lines(0, 5))
+
+
+def test_a_copy_still_being_made_is_not_left_early(tmp_path: Path) -> None:
+    path = tmp_path / "test_runs.log"
+    path.write_bytes(lines(0, 100))
+    log = RunLog(path)
+    first = log.read(LogCursor(), len(lines(0, 50)))
+    assert first is not None
+    rotate_copytruncate(path)  # we are behind: the rest of lines 0-99 is in the copy
+    append(path, lines(100, 100))
+    path.with_name("test_runs.log.1").rename(path.with_name("test_runs.log.2"))
+    making = path.with_name("test_runs.log.1")
+    making.write_bytes(path.read_bytes()[: len(lines(100, 60)) + 7])  # the next copy, mid-way
+    reader = Reader(path, restart=False)
+    reader.log, reader.cursor = log, first.cursor
+    assert reader.drain() == split(lines(50, 110)), "no fragment taken, the live file not started"
+    making.write_bytes(path.read_bytes())  # the copy completes, then the truncate
+    os.truncate(path, 0)
+    append(path, lines(200, 5))
+    assert reader.drain() == split(lines(50, 155))
+    log.close()
+
+
+def test_an_empty_rotated_file_is_left_for_the_next(reader: Reader) -> None:
+    path = reader.path
+    path.touch()
+    assert reader.drain() == []
+    rotate_rename(path)
+    append(path, lines(0, 3))
+    assert reader.drain() == split(lines(0, 3))

@@ -20,6 +20,7 @@ the writer has left: its unterminated tail is taken as its last line.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -340,9 +341,9 @@ class RunLog:
     def _move_on(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         """Our file was rotated and is drained: once the writer has moved on, follow it."""
         nxt = self._next_file(opened)
-        if nxt is None:
-            return None
-        # The next file has data, so the writer is done with ours: its size now is final.
+        if nxt is None or _same_start(opened.fd, nxt.path):
+            return None  # nothing yet, or ours is a copy still being made of it (copytruncate)
+        # The next file has other data, so the writer is done with ours: its size now is final.
         chunk = self._read_open(opened, cursor, max_bytes) or self._last_fragment(opened, cursor)
         if chunk is not None:
             return chunk
@@ -353,6 +354,20 @@ class RunLog:
         return self._read_open(following, LogCursor(device=nxt.device, inode=nxt.inode), max_bytes)
 
     def _read_open(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        chunk = self._read_at(opened, cursor, max_bytes)
+        return chunk if chunk is None or self._intact(opened, cursor, chunk) else None
+
+    def _intact(self, opened: _Open, cursor: LogCursor, chunk: LogChunk) -> bool:
+        """Whether the file still is what we read (a copytruncate may land during a read).
+
+        If not, the read is dropped; the next one finds the copy and reads it from there.
+        """
+        size = os.fstat(opened.fd).st_size
+        return (
+            size >= cursor.offset + chunk.consumed and head_sha(opened.fd, cursor.head_len) == cursor.head_sha
+        )
+
+    def _read_at(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         fd = opened.fd
         stat = os.fstat(fd)
         available = stat.st_size - cursor.offset
@@ -365,7 +380,7 @@ class RunLog:
             end = data.rfind(b"\n") + 1
         if end:
             lines = split_lines(data[:end], cursor.offset, opened.name)
-            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end), opened.name)
+            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end, data), opened.name)
         if len(data) < self.max_line_bytes:
             return None  # a half-written last line: wait for its newline
         line_end = find_newline(fd, cursor.offset + len(data), stat.st_size)
@@ -383,7 +398,8 @@ class RunLog:
         if size >= self.max_line_bytes:
             return self._oversized(opened, stat, cursor, data, size)
         lines = split_lines(data + b"\n", cursor.offset, opened.name)
-        return LogChunk(lines, [], size, self._advance(opened.fd, stat, cursor, size), opened.name)
+        chunk = LogChunk(lines, [], size, self._advance(opened.fd, stat, cursor, size, data), opened.name)
+        return chunk if self._intact(opened, cursor, chunk) else None
 
     def _oversized(
         self, opened: _Open, stat: os.stat_result, cursor: LogCursor, data: bytes, consumed: int
@@ -393,15 +409,31 @@ class RunLog:
         advanced = self._advance(opened.fd, stat, cursor, consumed)
         return LogChunk(empty, [(cursor.offset, head)], consumed, advanced, opened.name)
 
-    def _advance(self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int) -> LogCursor:
+    def _advance(
+        self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int, data: bytes | None = None
+    ) -> LogCursor:
         offset = cursor.offset + consumed
         head_len = min(offset, HEAD_BYTES)
         same_file = cursor.identity == (stat.st_dev, stat.st_ino)
-        sha = cursor.head_sha if same_file and head_len == cursor.head_len else head_sha(fd, head_len)
+        if same_file and head_len == cursor.head_len:
+            sha = cursor.head_sha
+        elif cursor.offset == 0 and data is not None:  # the head is in what we read: hash that
+            sha = hashlib.sha256(data[:head_len]).hexdigest()
+        else:  # checked against a change meanwhile by `_intact`
+            sha = head_sha(fd, head_len)
         return LogCursor(offset, stat.st_dev, stat.st_ino, head_len, sha)
 
     def _reset(self, cursor: LogCursor, what: str) -> None:
         raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
+
+
+def _same_start(fd: int, path: Path) -> bool:
+    """Whether the file at ``path`` starts with the same bytes as ours (as far as both go)."""
+    with opened(path) as other:
+        if other is None:
+            return False
+        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other).st_size)
+        return length > 0 and os.pread(fd, length, 0) == os.pread(other, length, 0)
 
 
 def _open_if(path: Path, identity: tuple[int, int]) -> _Open | None:
