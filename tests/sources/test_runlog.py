@@ -318,3 +318,24 @@ def test_an_empty_rotated_file_is_left_for_the_next(reader: Reader) -> None:
     rotate_rename(path)
     append(path, lines(0, 3))
     assert reader.drain() == split(lines(0, 3))
+
+
+def test_an_empty_copy_just_created_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "test_runs.log"
+    path.write_bytes(lines(0, 100))
+    log = RunLog(path)
+    first = log.read(LogCursor(), len(lines(0, 50)))
+    assert first is not None
+    rotate_copytruncate(path)  # we are behind, in the first copy
+    append(path, lines(100, 100))
+    path.with_name("test_runs.log.1").rename(path.with_name("test_runs.log.2"))
+    making = path.with_name("test_runs.log.1")
+    making.touch()  # the next copy, created, nothing copied yet; the log not truncated yet
+    reader = Reader(path, restart=False)
+    reader.log, reader.cursor = log, first.cursor
+    assert reader.drain() == split(lines(50, 50)), "the live file is not started yet"
+    making.write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    append(path, lines(200, 5))
+    assert reader.drain() == split(lines(50, 155))
+    log.close()

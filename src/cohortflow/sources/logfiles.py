@@ -22,8 +22,12 @@ from pathlib import Path
 
 from cohortflow.errors import SourceError
 
-STABLE_SCANS = 5
-"""Directory listings tried until two agree (a rename during a listing can hide an entry)."""
+EMPTY_SETTLE_NS = 2_000_000_000
+"""An empty rotated file younger than this may be a copy still being made: wait for it."""
+STABLE_SCANS = 50
+"""Directory listings tried until two hold the same files: a listing taken while a rotation
+renames ``.N`` to ``.N+1`` one by one can miss a file (seen neither under its old name nor
+under its new one)."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,15 @@ def scan(path: Path) -> list[LogFile]:
     files = _scan_once(path)
     for _ in range(STABLE_SCANS):
         again = _scan_once(path)
-        if _names(again) == _names(files):  # sizes may grow meanwhile; only names must agree
+        if _identities(again) == _identities(files):  # names shift and sizes grow meanwhile
             break
         files = again
         time.sleep(0.001)
     return sorted(again, key=LogFile.order)
 
 
-def _names(files: list[LogFile]) -> list[tuple[str, int, int]]:
-    return [(f.path.name, f.device, f.inode) for f in files]
+def _identities(files: list[LogFile]) -> set[tuple[int, int]]:
+    return {f.identity for f in files}
 
 
 def _scan_once(path: Path) -> list[LogFile]:
@@ -116,9 +120,17 @@ def has_head(path: Path, length: int, sha: str) -> bool:
 
 
 def successor(files: list[LogFile], current: LogFile) -> LogFile | None:
-    """The oldest non-empty file written after ``current``: where the writer went next."""
+    """The oldest non-empty file written after ``current``: where the writer went next.
+
+    None while the next rotated file is empty and new: a copy (copytruncate) being made.
+    """
     newer = [f for f in files if f.identity != current.identity and f.order() > current.order()]
-    return next((f for f in newer if f.size > 0), None)
+    for candidate in newer:
+        if candidate.size > 0:
+            return candidate
+        if not candidate.live and time.time_ns() - candidate.mtime_ns < EMPTY_SETTLE_NS:
+            return None
+    return None
 
 
 @contextmanager
