@@ -329,12 +329,13 @@ class RunLog:
         return (stat.st_dev, stat.st_ino) == opened.identity
 
     def _next_file(self, opened: _Open) -> LogFile | None:
+        return logfiles.successor(logfiles.scan(self.path), self._as_listed(opened))
+
+    def _as_listed(self, opened: _Open) -> LogFile:
         stat = os.fstat(opened.fd)
-        files = logfiles.scan(self.path)
-        current = logfiles.find(files, opened.identity) or LogFile(
+        return LogFile(
             Path(opened.name), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, live=False
         )
-        return logfiles.successor(files, current)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -347,11 +348,16 @@ class RunLog:
         chunk = self._read_open(opened, cursor, max_bytes) or self._last_fragment(opened, cursor)
         if chunk is not None:
             return chunk
+        ours = self._as_listed(opened)
         following = self._hold(nxt.identity)
         if following is None:
             return None
+        chunk = self._read_open(following, LogCursor(device=nxt.device, inode=nxt.inode), max_bytes)
+        again = logfiles.successor(logfiles.scan(self.path), ours)
+        if again is None or again.identity != nxt.identity:
+            return None  # a copytruncate came in between: the next file is that copy, not this
         log.info("`%s` was rotated; following on in `%s`", self.name, following.name)
-        return self._read_open(following, LogCursor(device=nxt.device, inode=nxt.inode), max_bytes)
+        return chunk
 
     def _read_open(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         chunk = self._read_at(opened, cursor, max_bytes)
