@@ -184,15 +184,31 @@ def recompute(data_dir: Path, batches_url: str, upto: Upto | None = None) -> Nai
             if upto is None or sid <= upto.last_student_id:
                 model.students[sid] = {"name": name, "batch_id": batch_id, "created_at": created_at}
     conn.close()
-    data = (data_dir / "test_runs.log").read_bytes()
-    if upto is not None:
-        data = data[: upto.log_bytes]
-    complete = data[: data.rfind(b"\n") + 1]
-    model.add_lines(complete.split(b"\n")[:-1])
+    if upto is None:
+        model.add_lines(log_lines(data_dir / "test_runs.log"))
+    else:  # a prefix of one (unrotated) log
+        data = (data_dir / "test_runs.log").read_bytes()[: upto.log_bytes]
+        model.add_lines(data[: data.rfind(b"\n") + 1].split(b"\n")[:-1])
     model.finish()
     served = all_batches(batches_url)
     model.batches = {b["id"]: b for b in served if upto is None or upto.has_batch(b)}
     return model
+
+
+def log_lines(live: Path) -> list[bytes]:
+    """The log's lines in writing order: rotated `live.N` (highest N first), then `live`.
+
+    A rotated file is complete (an unterminated tail is its last line); the live file's
+    half-written last line is not a line yet.
+    """
+    rotated = [p for p in live.parent.glob(live.name + ".*") if p.suffix[1:].isdigit()]
+    lines: list[bytes] = []
+    for path in sorted(rotated, key=lambda p: -int(p.suffix[1:])):
+        parts = path.read_bytes().split(b"\n")
+        lines += parts if parts[-1] else parts[:-1]
+    if live.exists():
+        lines += live.read_bytes().split(b"\n")[:-1]
+    return lines
 
 
 def all_batches(url: str) -> list[dict[str, Any]]:

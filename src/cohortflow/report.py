@@ -108,7 +108,7 @@ def pipeline_status(
             "test_runs",
             str(config.test_runs_log),
             f"byte {cursors.log.offset}",
-            _lag(lambda: f"{max(0, RunLog(config.test_runs_log).size() - cursors.log.offset)} bytes"),
+            _lag(lambda: f"{RunLog(config.test_runs_log).lag(cursors.log)} bytes"),
             rows.get(LOG_KEY, (None, None))[1],
             health("test_runs").describe(),
         ),

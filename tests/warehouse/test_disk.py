@@ -29,7 +29,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB tmpfs, unmounted after the test."""
     where = tmp_path / "disk"
     where.mkdir()
-    _mount(where, "size=2m")
+    _mount(where, "size=3m")
     yield where
     subprocess.run(["umount", str(where)], check=True)
 
@@ -38,8 +38,9 @@ def test_a_full_disk_keeps_what_was_committed_says_what_to_free_and_resumes(
     tmp_path: Path, small_disk: Path
 ) -> None:
     data, warehouse = tmp_path / "data", small_disk / "warehouse.db"
-    # 8000 students: their completions outgrow the 2 MiB disk whatever the pace of commits
-    generate(data, *HISTORY, "--history-students", "8000", "--history-test-runs", "300000")
+    # 40k students: the warehouse outgrows the 3 MiB disk whatever the pace of commits, and the
+    # first commit (one 20k-student page and the log read meanwhile) still fits
+    generate(data, *HISTORY, "--history-students", "40000", "--history-test-runs", "300000")
     with SimulatorProcess(data, "--no-stream", "--serve") as sim:
         full = catch_up(data, sim.url, str(warehouse), *INTERVAL)
         assert full.returncode == 1, full.stderr

@@ -15,6 +15,7 @@ from cohortflow.errors import WarehouseError, WarehouseGone, WarehouseLocked
 from cohortflow.records import BatchRecord
 from cohortflow.state import LOG_KEY
 from cohortflow.warehouse import Warehouse, open_warehouse
+from tests.helpers import tiny_sources
 
 HOLDER = """
 import sys, time
@@ -45,9 +46,6 @@ def holder(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
     for proc in procs:
         proc.kill()
         proc.communicate()  # reaps it and closes its pipes
-
-
-from tests.helpers import tiny_sources
 
 
 def second_run(target: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

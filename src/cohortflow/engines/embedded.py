@@ -20,7 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import SourceError, SourceReset, SourceUnavailable, WarehouseUnavailable
+from cohortflow.errors import SourceError, SourceMissing, SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.health import HealthBoard, health_key
 from cohortflow.parse import RunsDelta, parse_runs, summarise_runs
 from cohortflow.retry import Backoff
@@ -99,6 +99,7 @@ class EmbeddedEngine:
         self.batches.stop()
         self._parser.shutdown(wait=True, cancel_futures=True)
         self.api.close()
+        self.log.close()
         self.warehouse.close()
 
     def run(self, stop: threading.Event | None = None) -> TickStats:
@@ -107,6 +108,7 @@ class EmbeddedEngine:
         totals = TickStats()
         try:
             self.students.check(must_exist=self.config.once)  # a bad path fails at once
+            self.log.check(once=self.config.once)
             self._reconnect(stop)
             self.batches.start(self.cursors.batches)
             goal = _OnceGoal() if self.config.once else None
@@ -137,8 +139,7 @@ class EmbeddedEngine:
         No identity check here: a reset is for the ticks to handle.
         """
         if goal.log_end is None:
-            end = self._guard("test_runs", lambda: self.log.aligned_end(LogCursor()))
-            goal.log_end = None if end is None else end.offset
+            goal.log_end = self._guard("test_runs", self.log.end)
         if goal.students_end is None:
             goal.students_end = self._guard("students", self.students.max_id)
 
@@ -146,7 +147,8 @@ class EmbeddedEngine:
         """Whether ``--once`` is done; raises naming the sources that could not finish."""
         idle = stats.empty
         done = {
-            "test_runs": goal.log_end is not None and (self.cursors.log.offset >= goal.log_end or idle),
+            "test_runs": goal.log_end is not None
+            and (self.log.reached(self.cursors.log, goal.log_end) or idle),
             "students": goal.students_end is not None
             and self.student_changes.passes > 0  # --once applies edits made before it started, too
             and (self.cursors.students.last_id >= goal.students_end or idle),
@@ -309,7 +311,7 @@ class EmbeddedEngine:
             tx.add_runs(delta)
             tx.add_rejects(
                 "test_runs",
-                [(f"{self.log.name}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
+                [(f"{chunk.file}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
             )
             cursor = chunk.cursor
         return cursor
@@ -330,7 +332,11 @@ class EmbeddedEngine:
         return None if chunk is None else self._parse(chunk)
 
     def _read_log(self) -> LogChunk | None:
-        return self.log.read(self.cursors.log, self.config.chunk_bytes)
+        chunk = self.log.read(self.cursors.log, self.config.chunk_bytes)
+        if self.log.waiting:
+            msg = f"`{self.log.name}` does not exist (yet); waiting for it to appear"
+            raise SourceMissing(msg)
+        return chunk
 
     def _read_students(self) -> StudentsPage | None:
         return self.students.read(self.cursors.students)
@@ -366,5 +372,5 @@ class EmbeddedEngine:
 class _OnceGoal:
     """The sources' ends that ``--once`` aims at, each known once its source first answers."""
 
-    log_end: int | None = None
+    log_end: LogCursor | None = None
     students_end: int | None = None

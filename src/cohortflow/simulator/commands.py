@@ -74,6 +74,18 @@ _DATA_DIR = click.option(
     is_flag=True,
     help="At the end, kill the students writer (SIGKILL) mid-transaction: leaves a hot journal.",
 )
+@click.option(
+    "--rotate-every",
+    default=None,
+    help="Rotate test_runs.log when it reaches a size (65536, 64k, 1m) or an age (2s, 500ms).",
+)
+@click.option(
+    "--rotate-style",
+    type=click.Choice(["rename", "copytruncate"]),
+    default="rename",
+    show_default=True,
+    help="rename: log -> log.1 and a new log; copytruncate: copy to log.1, truncate in place.",
+)
 @click.option("--busy-timeout-ms", type=int, default=5000, hidden=True)
 def generate(
     data_dir: Path,
@@ -93,6 +105,8 @@ def generate(
     start_time: str | None,
     edit_rate: float,
     crash_writer: bool,
+    rotate_every: str | None,
+    rotate_style: str,
     busy_timeout_ms: int,
 ) -> None:
     """Write the simulated sources (students.db, test_runs.log) and serve the batch API."""
@@ -118,6 +132,8 @@ def generate(
             busy_timeout_ms=busy_timeout_ms,
             edit_rate=edit_rate,
             crash_writer=crash_writer,
+            rotate_every=rotate_every,
+            rotate_style=rotate_style,
         )
     )
 

@@ -4,6 +4,7 @@ Layout (everything the simulator creates, and the only files reset deletes)::
 
     students.db (+ -journal, -wal, -shm)   the students source (SQLite)
     test_runs.log                          the test-run source (append-only lines)
+    test_runs.log.N                        rotated logs (--rotate-every), .1 the newest
     .batches.db (+ -journal, -wal, -shm)   hidden: the batch list the API serves
     .simulator.json                        hidden: {pid, port, host, started_at} while serving
     .simulator.lock                        hidden: flock held by a running generator
@@ -71,9 +72,15 @@ class DataDir:
         databases = [f"{base}{suffix}" for base in (STUDENTS_DB, BATCHES_DB) for suffix in SQLITE_SUFFIXES]
         return [READY_FILE, *databases, TEST_RUNS_LOG, LOCK_FILE]
 
+    def rotated_logs(self) -> list[Path]:
+        """The rotated logs ``test_runs.log.N`` (``--rotate-every``) that exist."""
+        found = self.root.glob(f"{TEST_RUNS_LOG}.*") if self.root.is_dir() else []
+        return sorted(p for p in found if p.suffix[1:].isdigit())
+
     def has_data(self) -> bool:
         """True when any source file already exists (a previous run's data)."""
-        return any(p.exists() for p in (self.students_db, self.test_runs_log, self.batches_db))
+        sources = (self.students_db, self.test_runs_log, self.batches_db)
+        return any(p.exists() for p in sources) or bool(self.rotated_logs())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -182,6 +189,9 @@ def _delete_generated(data_dir: DataDir, keep: set[str]) -> list[Path]:
         if name not in keep and (path.is_file() or path.is_symlink()):
             path.unlink()
             deleted.append(path)
+    for path in data_dir.rotated_logs():
+        path.unlink()
+        deleted.append(path)
     return deleted
 
 

@@ -45,6 +45,7 @@ from cohortflow.simulator.history import (
     plan_history,
     write_history,
 )
+from cohortflow.simulator.rotation import RotatePolicy
 from cohortflow.simulator.stream import (
     EditScript,
     LogAppender,
@@ -79,6 +80,8 @@ class GenerateOptions:
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
     edit_rate: float = 0.0
     crash_writer: bool = False
+    rotate_every: str | None = None
+    rotate_style: str = "rename"
 
     @property
     def history_counts(self) -> tuple[int, int, int]:
@@ -89,6 +92,7 @@ class GenerateOptions:
         """Raise `ConfigError` naming the flag when an option cannot work."""
         for problem in _problems(self):
             raise ConfigError(problem)
+        RotatePolicy.parse(self.rotate_every, self.rotate_style)
 
 
 def _problems(options: GenerateOptions) -> list[str]:
@@ -128,6 +132,7 @@ class Summary:
     port: int | None = None
     stream: StreamCounts = field(default_factory=StreamCounts)
     student_lock_retries: int = 0
+    log_rotations: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,7 +264,9 @@ class Generator:
         _say(self._out, READY_LINE.format(port=port))
 
     def _stream(self, ledger: BatchLedger, students: StudentsWriter, stopping: threading.Event) -> None:
-        log = LogAppender(self.data.test_runs_log)
+        log = LogAppender(
+            self.data.test_runs_log, RotatePolicy.parse(self.options.rotate_every, self.options.rotate_style)
+        )
         try:
             streamer = Streamer(
                 stream_script(self.options, self.summary.seed),
@@ -271,6 +278,7 @@ class Generator:
                 streamer.run(stopping, self.options.duration_s)
             finally:
                 self.summary.stream = streamer.counts
+                self.summary.log_rotations = log.rotations
             if streamer.reset_under_us:
                 _say(self._err, f"cohortflow-simulator: `{self.data.root}` was reset; stopping")
         finally:
@@ -342,7 +350,8 @@ def stopped_line(summary: Summary) -> str:
     return (
         f"cohortflow-simulator stopped intervals={counts.intervals} batches={counts.batches} "
         f"students={counts.students} test_runs={counts.test_runs} "
-        f"student_lock_retries={summary.student_lock_retries} edits={counts.edits}"
+        f"student_lock_retries={summary.student_lock_retries} edits={counts.edits} "
+        f"log_rotations={summary.log_rotations}"
     )
 
 

@@ -27,6 +27,7 @@ from cohortflow.simulator.clock import UtcClock, format_us
 from cohortflow.simulator.dirty import with_dirt
 from cohortflow.simulator.history import NEWEST_BATCH_SHARE, RunOptions
 from cohortflow.simulator.names import draw_names
+from cohortflow.simulator.rotation import RotatePolicy, Rotator
 from cohortflow.simulator.runs import draw_runs, render
 from cohortflow.simulator.students import StudentNotWritten, StudentsWriter
 
@@ -160,11 +161,21 @@ def apply_edit(students: StudentsWriter, edit: Edit) -> None:
 
 
 class LogAppender:
-    """Appends to ``test_runs.log`` with raw ``write(2)`` calls (no buffering)."""
+    """Appends to ``test_runs.log`` with raw ``write(2)`` calls (no buffering); rotates it if asked."""
 
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def __init__(self, path: Path, rotate: RotatePolicy | None = None) -> None:
+        self._path = path
+        self._fd = self._open()
+        self._rotator = None if rotate is None else Rotator(path, rotate)
         self._end_dangling_line(path)
+
+    def _open(self) -> int:
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    @property
+    def rotations(self) -> int:
+        """How many times the log was rotated."""
+        return 0 if self._rotator is None else self._rotator.rotations
 
     def _end_dangling_line(self, path: Path) -> None:
         """A previous generator killed mid-line left a fragment: end it as one broken line."""
@@ -185,10 +196,17 @@ class LogAppender:
         """Write a burst, in two pieces with a pause when it is split."""
         if burst.split_at is None:
             self.write(burst.data)
-            return
-        self.write(burst.data[: burst.split_at])
-        time.sleep(burst.pause_s)
-        self.write(burst.data[burst.split_at :])
+        else:
+            self.write(burst.data[: burst.split_at])
+            time.sleep(burst.pause_s)
+            self.write(burst.data[burst.split_at :])
+        self._rotate_if_due()
+
+    def _rotate_if_due(self) -> None:
+        """Between bursts only: every file then ends at a newline."""
+        if self._rotator is not None and self._rotator.due(self._fd) and self._rotator.rotate():
+            os.close(self._fd)
+            self._fd = self._open()
 
     def close(self) -> None:
         """Close the file descriptor."""

@@ -1,28 +1,46 @@
-"""The test-run log: read appended lines by newline-aligned byte offsets.
+"""The test-run log: read appended lines by newline-aligned byte offsets, across rotations.
 
-The cursor names the file by device + inode and by a hash of its first bytes,
-so a file that was replaced, truncated or rewritten in place is noticed
-instead of being read from a stale offset. (A new file that reuses the inode
-and repeats our first bytes exactly cannot be told from an append; reading on
-from the offset is then right for its content.) A half-written last line is
-left for the next read.
+The cursor names the file it reads by device + inode and by a hash of its
+first bytes, plus a newline-aligned offset in it. The file is followed by that
+identity, not by its name: when the log is rotated (renamed, a new file
+created at the path) the old file is read to its end (held open, or found in
+the same directory by inode after a restart) before the next one is started;
+when it is copied and truncated in place, the rest is read from the copy
+(found by its first bytes). What comes next is decided by `logfiles`: the
+oldest non-empty file written after ours. The switch is committed with the
+first lines of the new file, so the committed cursor always names one file.
+
+A file that was replaced (not found anywhere under any name), or truncated or
+rewritten in place with no copy to be found, is a `SourceReset`. (A new file
+that reuses the inode and repeats our first bytes exactly cannot be told from
+an append; reading on from the offset is then right for its content.) A
+half-written last line is left for the next read, except in a rotated file
+the writer has left: its unterminated tail is taken as its last line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from cohortflow.errors import SourceError, SourceReset
+from cohortflow.errors import ConfigError, SourceError, SourceReset
 from cohortflow.parse import RAW_TEXT_LIMIT, split_lines
+from cohortflow.sources import logfiles
+from cohortflow.sources.logfiles import LogFile, find_newline, head_sha, last_newline_end, opened
 
 HEAD_BYTES = 4096
+OPEN_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,23 +62,39 @@ class LogCursor:
         """Rebuild from pipeline_state (None means: from the start)."""
         return cls(**data) if data else cls()
 
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """Device and inode of the file this cursor reads, once it reads one."""
+        return None if self.device is None or self.inode is None else (self.device, self.inode)
+
 
 @dataclass(frozen=True)
 class LogChunk:
     """Complete lines read in one go, and the cursor just past them.
 
     ``oversized`` holds ``(offset, head)`` of lines longer than the line limit:
-    they are quarantined whole instead of parsed.
+    they are quarantined whole instead of parsed. ``file`` is the name the
+    lines were read under (a rotated file's own name).
     """
 
     lines: pa.RecordBatch
     oversized: list[tuple[int, str]]
     consumed: int
     cursor: LogCursor
+    file: str = ""
+
+
+@dataclass
+class _Open:
+    """The file the cursor reads, held open so a rename or an unlink cannot take it away."""
+
+    fd: int
+    identity: tuple[int, int]
+    name: str
 
 
 class RunLog:
-    """An append-only log file read from a cursor."""
+    """An append-only, possibly rotated log file read from a cursor."""
 
     __test__ = False  # not a pytest class, despite the name
 
@@ -68,82 +102,279 @@ class RunLog:
         self.path = Path(path)
         self.name = str(self.path)
         self.max_line_bytes = max_line_bytes
+        self.missing_since: float | None = None
+        """Since when (epoch seconds) neither the log nor the file the cursor names can be found."""
+        self._open: _Open | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the log is missing for now (follow mode waits for it)."""
+        return self.missing_since is not None
+
+    def close(self) -> None:
+        """Let go of the file held open."""
+        if self._open is not None:
+            os.close(self._open.fd)
+            self._open = None
+
+    def check(self, *, once: bool) -> None:
+        """Fail at once on a path that cannot work; with ``once``, also on a missing log."""
+        directory = self.path.parent
+        if not directory.is_dir():
+            msg = f"the directory of `{self.name}` does not exist ({directory}); check --test-runs-log"
+            raise ConfigError(msg)
+        if self.path.is_dir():
+            msg = f"`{self.name}` is a directory, not a log file; check --test-runs-log"
+            raise ConfigError(msg)
+        if once and not logfiles.scan(self.path):
+            msg = f"`{self.name}` does not exist; check --test-runs-log (`run` without --once waits for it)"
+            raise ConfigError(msg)
 
     def size(self) -> int:
-        """Current size of the file (0 when absent)."""
+        """Current size of the live file (0 when absent)."""
         try:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
 
+    def lag(self, cursor: LogCursor) -> int:
+        """Bytes not read yet: the rest of the cursor's file and every file written after it."""
+        files = logfiles.scan(self.path)
+        current = logfiles.find(files, cursor.identity) if cursor.identity else None
+        if current is None:
+            return sum(f.size for f in files) - (cursor.offset if cursor.identity is None else 0)
+        later = [f for f in files if f.order() > current.order()]
+        return max(0, current.size - cursor.offset) + sum(f.size for f in later)
+
     def read(self, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         """Read complete lines after ``cursor``, at most about ``max_bytes``; None if nothing new."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            if cursor.offset > 0:
-                self._reset(cursor, "it no longer exists")
+        located = self._locate(cursor)
+        if located is None:
             return None
-        except OSError as exc:
-            msg = f"cannot read `{self.name}`: {exc.strerror}"
-            raise SourceError(msg) from exc
-        try:
-            return self._read_open(fd, cursor, max_bytes)
-        finally:
-            os.close(fd)
+        opened, cursor = located
+        chunk = self._read_open(opened, cursor, max_bytes)
+        if chunk is not None or self._is_live(opened):
+            return chunk
+        return self._move_on(opened, cursor, max_bytes)
+
+    def end(self) -> LogCursor:
+        """The cursor just past the last complete line of the newest file (identity included)."""
+        files = logfiles.scan(self.path)
+        if not files:
+            return LogCursor()
+        with opened(files[-1].path) as fd:
+            if fd is None:  # rotated while we looked: the next look will do
+                return LogCursor(device=files[-1].device, inode=files[-1].inode)
+            stat = os.fstat(fd)
+            return self._advance(fd, stat, LogCursor(), last_newline_end(fd, 0, stat.st_size))
+
+    def reached(self, cursor: LogCursor, end: LogCursor) -> bool:
+        """Whether ``cursor`` is at or past ``end`` (taken earlier by :meth:`end`)."""
+        if end.identity is None or cursor.identity == end.identity:
+            return cursor.offset >= end.offset
+        files = logfiles.scan(self.path)
+        ours, theirs = logfiles.find(files, cursor.identity or (0, 0)), logfiles.find(files, end.identity)
+        return ours is not None and theirs is not None and ours.order() > theirs.order()
 
     def aligned_end(self, cursor: LogCursor, max_bytes: int | None = None) -> LogCursor:
         """The cursor just past the last complete line within ``max_bytes`` after ``cursor``.
 
-        Checks the file is still the one the cursor read (raises SourceReset otherwise).
+        Checks the file is still the one the cursor read (raises SourceReset otherwise). A
+        drained rotated file gives the next file's cursor at offset 0 (no lines in between).
         """
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            if cursor.offset > 0:
-                self._reset(cursor, "it no longer exists")
+        located = self._locate(cursor)
+        if located is None:
             return cursor
-        try:
-            stat = os.fstat(fd)
-            self._check_identity(fd, stat, cursor)
-            limit = stat.st_size if max_bytes is None else min(stat.st_size, cursor.offset + max_bytes)
-            end = _last_newline_end(fd, cursor.offset, limit)
-            if end == cursor.offset and limit < stat.st_size:  # one line longer than the budget
-                end = _find_newline(fd, limit, stat.st_size) or cursor.offset
-            return self._advance(fd, stat, cursor, end - cursor.offset) if end > cursor.offset else cursor
-        finally:
-            os.close(fd)
+        opened, cursor = located
+        stat = os.fstat(opened.fd)
+        limit = stat.st_size if max_bytes is None else min(stat.st_size, cursor.offset + max_bytes)
+        end = last_newline_end(opened.fd, cursor.offset, limit)
+        if end == cursor.offset and limit < stat.st_size:  # one line longer than the budget
+            end = find_newline(opened.fd, limit, stat.st_size) or cursor.offset
+        if end > cursor.offset:
+            return self._advance(opened.fd, stat, cursor, end - cursor.offset)
+        nxt = None if self._is_live(opened) else self._next_file(opened)
+        return cursor if nxt is None else LogCursor(device=nxt.device, inode=nxt.inode)
 
-    def cut_points(self, start: int, end: int, part_bytes: int) -> list[tuple[int, int]]:
-        """Split the complete lines in ``[start, end)`` into ranges of about ``part_bytes``."""
+    def cut_points(
+        self, start: int, end: int, part_bytes: int, at: LogCursor | None = None
+    ) -> list[tuple[int, int]]:
+        """Split the complete lines in ``[start, end)`` into ranges of about ``part_bytes``.
+
+        ``at`` names the file (by identity) when it may not be the live one.
+        """
         ranges: list[tuple[int, int]] = []
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with self._opened_at(at) as fd:
             while start < end:
-                cut = end if end - start <= part_bytes else _find_newline(fd, start + part_bytes - 1, end)
+                cut = end if end - start <= part_bytes else find_newline(fd, start + part_bytes - 1, end)
                 cut = cut or end
                 ranges.append((start, cut))
                 start = cut
-        finally:
-            os.close(fd)
         return ranges
 
-    def read_range(self, start: int, end: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    def read_range(
+        self, start: int, end: int, max_bytes: int, at: LogCursor | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """The lines of a newline-aligned byte range, in batches of about ``max_bytes``."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with self._opened_at(at) as fd:
             while start < end:
-                stop = _last_newline_end(fd, start, min(end, start + max_bytes))
+                stop = last_newline_end(fd, start, min(end, start + max_bytes))
                 if stop == start:  # one line longer than max_bytes: take it whole
-                    stop = _find_newline(fd, start + max_bytes, end) or end
+                    stop = find_newline(fd, start + max_bytes, end) or end
                 yield split_lines(os.pread(fd, stop - start, start), start, self.name)
                 start = stop
-        finally:
-            os.close(fd)
 
-    def _read_open(self, fd: int, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+    @contextmanager
+    def _opened_at(self, at: LogCursor | None) -> Iterator[int]:
+        """The file ``at`` names (by identity, under any of the log's names), else the live one."""
+        path = self.path
+        if at is not None and at.identity is not None:
+            found = logfiles.find(logfiles.scan(self.path), at.identity)
+            if found is None:
+                self._reset(at, "the file being read is under no name in its directory any more")
+            path = found.path if found else path
+        with opened(path) as fd:
+            if fd is None:
+                msg = f"cannot read `{self.name}`: it does not exist"
+                raise SourceError(msg)
+            yield fd
+
+    # -- which file, and is it still ours ---------------------------------------------------
+
+    def _locate(self, cursor: LogCursor) -> tuple[_Open, LogCursor] | None:
+        """The open file the cursor reads (after a copytruncate: the copy); None while missing."""
+        if cursor.identity is None:
+            opened = self._hold_oldest()
+            if opened is None:
+                return None
+            return opened, LogCursor(device=opened.identity[0], inode=opened.identity[1])
+        opened = self._hold(cursor.identity)
+        if opened is None or not self._in_directory(opened):
+            self._lost(cursor)
+            return None
+        stat = os.fstat(opened.fd)
+        if stat.st_size >= cursor.offset and head_sha(opened.fd, cursor.head_len) == cursor.head_sha:
+            return opened, cursor
+        return self._copy_of(cursor, stat)
+
+    def _lost(self, cursor: LogCursor) -> None:
+        """The file we read is nowhere: a missing log is waited for, another one is a reset."""
+        self.close()
+        if not logfiles.scan(self.path):
+            self._wait_for_it()
+            return
+        self._reset(cursor, "it was replaced by another file (ours is under no name in its directory)")
+
+    def _copy_of(self, cursor: LogCursor, stat: os.stat_result) -> tuple[_Open, LogCursor] | None:
+        """After copytruncate: the copy that starts with our first bytes, read on from our offset."""
+        files = logfiles.scan(self.path)
+        copies = [
+            f
+            for f in files
+            if f.identity != (stat.st_dev, stat.st_ino)
+            and logfiles.has_head(f.path, cursor.head_len, cursor.head_sha)
+        ]
+        if not copies:
+            what = (
+                f"it shrank from {cursor.offset} to {stat.st_size} bytes"
+                if stat.st_size < cursor.offset
+                else "its first bytes changed (rewritten in place)"
+            )
+            self._reset(cursor, f"{what}, and no copy of it is in its directory")
+        copy = copies[-1]
+        opened = self._hold(copy.identity)
+        if opened is None:
+            return None  # rotated again while we looked: next time
+        log.info("`%s` was copied and truncated; reading the rest from `%s`", self.name, opened.name)
+        return opened, replace(cursor, device=copy.device, inode=copy.inode)
+
+    def _hold(self, identity: tuple[int, int]) -> _Open | None:
+        """Open (or keep open) the file with this identity: at the path, or rotated beside it."""
+        if self._open is not None and self._open.identity == identity:
+            return self._open
+        self.close()
+        for _ in range(OPEN_ATTEMPTS):  # a rotation may rename it between our listing and our open
+            for path in (self.path, *(f.path for f in logfiles.scan(self.path) if f.identity == identity)):
+                opened = _open_if(path, identity)
+                if opened is not None:
+                    self._open = opened
+                    self.missing_since = None
+                    return opened
+        return None
+
+    def _hold_oldest(self) -> _Open | None:
+        files = [f for f in logfiles.scan(self.path) if f.size > 0 or f.live]
+        if not files:
+            self._wait_for_it()
+            return None
+        return self._hold(files[0].identity)
+
+    def _wait_for_it(self) -> None:
+        if self.missing_since is None:  # the engine reports it (health: waiting)
+            self.missing_since = time.time()
+
+    def _in_directory(self, opened: _Open) -> bool:
+        """Whether the file is the log or one of its rotated names (held open is not enough)."""
+        for _ in range(OPEN_ATTEMPTS):  # a listing during a rotation's renames may miss it once
+            if self._is_live(opened) or logfiles.find(logfiles.scan(self.path), opened.identity):
+                return True
+        return False
+
+    def _is_live(self, opened: _Open) -> bool:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return (stat.st_dev, stat.st_ino) == opened.identity
+
+    def _next_file(self, opened: _Open) -> LogFile | None:
+        return logfiles.successor(logfiles.scan(self.path), self._as_listed(opened))
+
+    def _as_listed(self, opened: _Open) -> LogFile:
+        stat = os.fstat(opened.fd)
+        return LogFile(
+            Path(opened.name), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, live=False
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _move_on(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        """Our file was rotated and is drained: once the writer has moved on, follow it."""
+        nxt = self._next_file(opened)
+        if nxt is None or _same_start(opened.fd, nxt.path):
+            return None  # nothing yet, or ours is a copy still being made of it (copytruncate)
+        # The next file has other data, so the writer is done with ours: its size now is final.
+        chunk = self._read_open(opened, cursor, max_bytes) or self._last_fragment(opened, cursor)
+        if chunk is not None:
+            return chunk
+        ours = self._as_listed(opened)
+        following = self._hold(nxt.identity)
+        if following is None:
+            return None
+        chunk = self._read_open(following, LogCursor(device=nxt.device, inode=nxt.inode), max_bytes)
+        again = logfiles.successor(logfiles.scan(self.path), ours)
+        if again is None or again.identity != nxt.identity:
+            return None  # a copytruncate came in between: the next file is that copy, not this
+        log.info("`%s` was rotated; following on in `%s`", self.name, following.name)
+        return chunk
+
+    def _read_open(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        chunk = self._read_at(opened, cursor, max_bytes)
+        return chunk if chunk is None or self._intact(opened, cursor, chunk) else None
+
+    def _intact(self, opened: _Open, cursor: LogCursor, chunk: LogChunk) -> bool:
+        """Whether the file still is what we read (a copytruncate may land during a read).
+
+        If not, the read is dropped; the next one finds the copy and reads it from there.
+        """
+        size = os.fstat(opened.fd).st_size
+        return (
+            size >= cursor.offset + chunk.consumed and head_sha(opened.fd, cursor.head_len) == cursor.head_sha
+        )
+
+    def _read_at(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+        fd = opened.fd
         stat = os.fstat(fd)
-        self._check_identity(fd, stat, cursor)
         available = stat.st_size - cursor.offset
         if available <= 0:
             return None
@@ -153,67 +384,70 @@ class RunLog:
             data = os.pread(fd, min(available, self.max_line_bytes), cursor.offset)
             end = data.rfind(b"\n") + 1
         if end:
-            lines = split_lines(data[:end], cursor.offset, self.name)
-            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end))
+            lines = split_lines(data[:end], cursor.offset, opened.name)
+            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end, data), opened.name)
         if len(data) < self.max_line_bytes:
             return None  # a half-written last line: wait for its newline
-        line_end = _find_newline(fd, cursor.offset + len(data), stat.st_size)
+        line_end = find_newline(fd, cursor.offset + len(data), stat.st_size)
         if line_end is None:
             return None
+        return self._oversized(opened, stat, cursor, data, line_end - cursor.offset)
+
+    def _last_fragment(self, opened: _Open, cursor: LogCursor) -> LogChunk | None:
+        """The unterminated tail of a file the writer left: its last line, as it will stay."""
+        stat = os.fstat(opened.fd)
+        size = stat.st_size - cursor.offset
+        if size <= 0:
+            return None
+        data = os.pread(opened.fd, min(size, self.max_line_bytes), cursor.offset)
+        if size >= self.max_line_bytes:
+            return self._oversized(opened, stat, cursor, data, size)
+        lines = split_lines(data + b"\n", cursor.offset, opened.name)
+        chunk = LogChunk(lines, [], size, self._advance(opened.fd, stat, cursor, size, data), opened.name)
+        return chunk if self._intact(opened, cursor, chunk) else None
+
+    def _oversized(
+        self, opened: _Open, stat: os.stat_result, cursor: LogCursor, data: bytes, consumed: int
+    ) -> LogChunk:
         head = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace")
-        consumed = line_end - cursor.offset
-        empty = split_lines(b"", cursor.offset, self.name)
-        return LogChunk(empty, [(cursor.offset, head)], consumed, self._advance(fd, stat, cursor, consumed))
+        empty = split_lines(b"", cursor.offset, opened.name)
+        advanced = self._advance(opened.fd, stat, cursor, consumed)
+        return LogChunk(empty, [(cursor.offset, head)], consumed, advanced, opened.name)
 
-    def _check_identity(self, fd: int, stat: os.stat_result, cursor: LogCursor) -> None:
-        if cursor.inode is None:
-            return
-        if (stat.st_dev, stat.st_ino) != (cursor.device, cursor.inode):
-            self._reset(cursor, "it was replaced by another file")
-        if stat.st_size < cursor.offset:
-            self._reset(cursor, f"it shrank from {cursor.offset} to {stat.st_size} bytes")
-        if _head_sha(fd, cursor.head_len) != cursor.head_sha:
-            self._reset(cursor, "its first bytes changed (rewritten in place)")
-
-    def _advance(self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int) -> LogCursor:
+    def _advance(
+        self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int, data: bytes | None = None
+    ) -> LogCursor:
         offset = cursor.offset + consumed
         head_len = min(offset, HEAD_BYTES)
-        head_sha = cursor.head_sha if head_len == cursor.head_len else _head_sha(fd, head_len)
-        return replace(
-            cursor,
-            offset=offset,
-            device=stat.st_dev,
-            inode=stat.st_ino,
-            head_len=head_len,
-            head_sha=head_sha,
-        )
+        same_file = cursor.identity == (stat.st_dev, stat.st_ino)
+        if same_file and head_len == cursor.head_len:
+            sha = cursor.head_sha
+        elif cursor.offset == 0 and data is not None:  # the head is in what we read: hash that
+            sha = hashlib.sha256(data[:head_len]).hexdigest()
+        else:  # checked against a change meanwhile by `_intact`
+            sha = head_sha(fd, head_len)
+        return LogCursor(offset, stat.st_dev, stat.st_ino, head_len, sha)
 
     def _reset(self, cursor: LogCursor, what: str) -> None:
         raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
 
 
-def _head_sha(fd: int, length: int) -> str:
-    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest() if length else ""
+def _same_start(fd: int, path: Path) -> bool:
+    """Whether the file at ``path`` starts with the same bytes as ours (as far as both go)."""
+    with opened(path) as other:
+        if other is None:
+            return False
+        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other).st_size)
+        return length > 0 and os.pread(fd, length, 0) == os.pread(other, length, 0)
 
 
-def _find_newline(fd: int, position: int, size: int) -> int | None:
-    """Offset just past the next newline at or after ``position``, if the file has one."""
-    while position < size:
-        block = os.pread(fd, 1 << 20, position)
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(block)
+def _open_if(path: Path, identity: tuple[int, int]) -> _Open | None:
+    """Open ``path`` if it is (still) the file with this identity."""
+    fd = logfiles.open_fd(path)
+    if fd is None:
+        return None
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino) == identity:
+        return _Open(fd, identity, str(path))
+    os.close(fd)
     return None
-
-
-def _last_newline_end(fd: int, low: int, high: int) -> int:
-    """Offset just past the last newline in ``[low, high)``; ``low`` when there is none."""
-    position = high
-    while position > low:
-        begin = max(low, position - (1 << 20))
-        newline = os.pread(fd, position - begin, begin).rfind(b"\n")
-        if newline >= 0:
-            return begin + newline + 1
-        position = begin
-    return low

@@ -70,13 +70,14 @@ def _envelope(source: str, columns: dict[str, pa.Array], rows: int) -> pa.Record
 
 @dataclass
 class LogRange(InputPartition):
-    """A newline-aligned byte range of the log."""
+    """A newline-aligned byte range of one file of the log (named by identity: it may be rotated)."""
 
     start: int
     end: int
+    file: dict[str, Any]
 
-    def __init__(self, start: int, end: int) -> None:
-        self.start, self.end = start, end
+    def __init__(self, start: int, end: int, file: dict[str, Any]) -> None:
+        self.start, self.end, self.file = start, end, file
 
 
 class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
@@ -89,7 +90,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
         self.chunk_bytes = int(options.get("chunkBytes", str(16 << 20)))
-        self.target: int | None = None
+        self.target: LogCursor | None = None
 
     def initialOffset(self) -> dict[str, Any]:
         return LogCursor().to_json()
@@ -98,28 +99,32 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return ReadMaxBytes(self.max_bytes) if self.max_bytes > 0 else ReadAllAvailable()
 
     def prepareForTriggerAvailableNow(self) -> None:
-        self.target = self.log.aligned_end(LogCursor()).offset if self.log.size() else 0
+        self.target = self.log.end()
 
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
         cursor = LogCursor.from_json(start)
         budget = limit.max_bytes if isinstance(limit, ReadMaxBytes) else None
         if self.target is not None:
-            budget = (
-                max(0, self.target - cursor.offset)
-                if budget is None
-                else min(budget, self.target - cursor.offset)
-            )
-            if budget == 0:
+            if self.log.reached(cursor, self.target):
                 return cursor.to_json()
+            if cursor.identity == self.target.identity:
+                remaining = self.target.offset - cursor.offset
+                budget = remaining if budget is None else min(budget, remaining)
         return self.log.aligned_end(cursor, budget).to_json()
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
-        first, last = LogCursor.from_json(start).offset, LogCursor.from_json(end).offset
-        return [LogRange(s, e) for s, e in self.log.cut_points(first, last, self.part_bytes)]
+        first, last = LogCursor.from_json(start), LogCursor.from_json(end)
+        # Offsets compare across a copy (copytruncate: same bytes); a move to the next file
+        # ends at its offset 0, so it has no lines in between.
+        if last.offset <= first.offset:
+            return []
+        cuts = self.log.cut_points(first.offset, last.offset, self.part_bytes, at=last)
+        return [LogRange(s, e, last.to_json()) for s, e in cuts]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, LogRange)
-        for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes):
+        at = LogCursor.from_json(partition.file)
+        for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes, at=at):
             yield _envelope(
                 "test_runs", {c: lines.column(c) for c in ("file", "offset", "line")}, lines.num_rows
             )
