@@ -211,12 +211,8 @@ class EmbeddedEngine:
         cursor = self.cursors.log
         while chunk is not None:
             tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
-            tx.add_rejects(
-                "test_runs",
-                [(f"{self.log.name}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
-            )
             cursor = chunk.cursor
-            stats.lines += chunk.lines.num_rows + len(chunk.oversized)
+            stats.lines += chunk.lines.num_rows
             stats.log_bytes += chunk.consumed
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
             if caught_up or stats.log_bytes >= self.config.txn_bytes or (stop is not None and stop.is_set()):

@@ -20,9 +20,12 @@ from typing import Any
 import pyarrow as pa
 
 from cohortflow.errors import SourceError, SourceReset
-from cohortflow.parse import RAW_TEXT_LIMIT, split_lines
+from cohortflow.parse import LINE_LIMIT, split_lines
 
 HEAD_BYTES = 4096
+# A line without a newline in this many bytes is too long whatever follows: it is read
+# as a stand-in of its first LINE_LIMIT + 1 bytes (the parse quarantines it as line_too_long).
+_LINE_READ_LIMIT = LINE_LIMIT + 2
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,11 @@ class LogCursor:
 class LogChunk:
     """Complete lines read in one go, and the cursor just past them.
 
-    ``oversized`` holds ``(offset, head)`` of lines longer than the line limit:
-    they are quarantined whole instead of parsed.
+    A line too long to hold is cut to a stand-in of ``LINE_LIMIT + 1`` bytes,
+    still too long for the parse, which quarantines it as ``line_too_long``.
     """
 
     lines: pa.RecordBatch
-    oversized: list[tuple[int, str]]
     consumed: int
     cursor: LogCursor
 
@@ -64,10 +66,9 @@ class RunLog:
 
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, path: str | os.PathLike[str], max_line_bytes: int = 1 << 20) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        self.max_line_bytes = max_line_bytes
 
     def size(self) -> int:
         """Current size of the file (0 when absent)."""
@@ -134,9 +135,12 @@ class RunLog:
         try:
             while start < end:
                 stop = _last_newline_end(fd, start, min(end, start + max_bytes))
-                if stop == start:  # one line longer than max_bytes: take it whole
+                if stop == start:  # one line longer than max_bytes: take it whole, or its stand-in
                     stop = _find_newline(fd, start + max_bytes, end) or end
-                yield split_lines(os.pread(fd, stop - start, start), start, self.name)
+                    size = min(stop - start, _LINE_READ_LIMIT)
+                    yield _lines(os.pread(fd, size, start), start, self.name)
+                else:
+                    yield split_lines(os.pread(fd, stop - start, start), start, self.name)
                 start = stop
         finally:
             os.close(fd)
@@ -149,21 +153,20 @@ class RunLog:
             return None
         data = os.pread(fd, min(available, max_bytes), cursor.offset)
         end = data.rfind(b"\n") + 1
-        if end == 0 and len(data) < min(available, self.max_line_bytes):
-            data = os.pread(fd, min(available, self.max_line_bytes), cursor.offset)
+        if end == 0 and len(data) < min(available, _LINE_READ_LIMIT):
+            data = os.pread(fd, min(available, _LINE_READ_LIMIT), cursor.offset)
             end = data.rfind(b"\n") + 1
         if end:
             lines = split_lines(data[:end], cursor.offset, self.name)
-            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end))
-        if len(data) < self.max_line_bytes:
+            return LogChunk(lines, end, self._advance(fd, stat, cursor, end))
+        if len(data) < _LINE_READ_LIMIT:
             return None  # a half-written last line: wait for its newline
         line_end = _find_newline(fd, cursor.offset + len(data), stat.st_size)
         if line_end is None:
             return None
-        head = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace")
         consumed = line_end - cursor.offset
-        empty = split_lines(b"", cursor.offset, self.name)
-        return LogChunk(empty, [(cursor.offset, head)], consumed, self._advance(fd, stat, cursor, consumed))
+        stand_in = _lines(data[:_LINE_READ_LIMIT], cursor.offset, self.name)
+        return LogChunk(stand_in, consumed, self._advance(fd, stat, cursor, consumed))
 
     def _check_identity(self, fd: int, stat: os.stat_result, cursor: LogCursor) -> None:
         if cursor.inode is None:
@@ -190,6 +193,12 @@ class RunLog:
 
     def _reset(self, cursor: LogCursor, what: str) -> None:
         raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
+
+
+def _lines(data: bytes, offset: int, file: str) -> pa.RecordBatch:
+    """One line (or its stand-in: the first LINE_LIMIT + 1 bytes) as a batch."""
+    body = data.removesuffix(b"\n")[: LINE_LIMIT + 1]
+    return split_lines(body + b"\n", offset, file)
 
 
 def _head_sha(fd: int, length: int) -> str:
