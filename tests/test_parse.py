@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from cohortflow.parse import (
     LINE_LIMIT,
     REASONS,
+    RunsDelta,
     delta_from_arrow,
     delta_to_arrow,
     parse_runs,
     split_lines,
+    summarise_lines,
     summarise_runs,
 )
 from tests.naive import naive_parse, naive_raw
@@ -303,3 +305,25 @@ def test_partial_summaries_merge_into_the_summary_of_the_whole(
     assert rows(merged.title_completions) == rows(whole.title_completions)
     assert rows(merged.rejects) == rows(whole.rejects)
     assert merged.lines == whole.lines == len(raw_lines)
+
+
+def _delta_rows(delta: RunsDelta) -> tuple[object, ...]:
+    def rows(table: pa.Table) -> list[str]:
+        return sorted(map(str, table.to_pylist()))
+
+    return (
+        delta.mappings.to_pylist(),
+        rows(delta.completions),
+        rows(delta.title_completions),
+        rows(delta.rejects),
+        delta.lines,
+        [t.schema for t in (delta.mappings, delta.completions, delta.title_completions, delta.rejects)],
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(lines(), max_size=40))
+def test_the_hot_path_summary_equals_the_summary_of_every_row(raw_lines: list[bytes]) -> None:
+    """What the engines call (summarise_lines) is summarise_runs(parse_runs(...)), empty input too."""
+    batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 7, "t.log")
+    assert _delta_rows(summarise_lines(batch)) == _delta_rows(summarise_runs(parse_runs(batch)))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import SourceReset, SourceUnavailable, WarehouseUnavailable
-from cohortflow.parse import parse_runs, summarise_runs
+from cohortflow.parse import summarise_lines
 from cohortflow.retry import Backoff
 from cohortflow.sources import (
     BatchApi,
@@ -210,7 +210,7 @@ class EmbeddedEngine:
     ) -> LogCursor:
         cursor = self.cursors.log
         while chunk is not None:
-            tx.add_runs(summarise_runs(parse_runs(chunk.lines)))
+            tx.add_runs(summarise_lines(chunk.lines))
             cursor = chunk.cursor
             stats.lines += chunk.lines.num_rows
             stats.log_bytes += chunk.consumed

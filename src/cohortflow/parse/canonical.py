@@ -44,14 +44,19 @@ CANONICAL: Final = (
 FIELDS: Final = ("student_id", "lesson_id", "lesson_title", "passed", "total")
 
 
-def canonical_fields(text: pa.LargeStringArray) -> tuple[pa.Table, pa.BooleanArray]:
-    """Fields of every line (nulls where not accepted) and which lines were accepted."""
-    frame = pl.DataFrame({"line": pl.from_arrow(text)})
-    fields = (
+def canonical_runs(file: pa.ChunkedArray, offset: pa.ChunkedArray, text: pa.LargeStringArray) -> pl.DataFrame:
+    """Every line's ``row``, ``file``, ``offset``, FIELDS (null where not canonical) and ``ok``."""
+    columns = {"file": file, "offset": offset, "line": text}
+    frame = pl.DataFrame({name: pl.from_arrow(values) for name, values in columns.items()})
+    return (
         frame.lazy()
-        .select(pl.col("line").str.extract_groups(CANONICAL).alias("f"))
+        .with_row_index("row")
+        .with_columns(pl.col("line").str.extract_groups(CANONICAL).alias("f"))
         .unnest("f")
         .select(
+            "row",
+            "file",
+            "offset",
             pl.coalesce("sq", "sn").cast(pl.Int64).alias("student_id"),
             pl.coalesce("lq", "ln").cast(pl.Int64).alias("lesson_id"),
             pl.coalesce("t1", "t2").alias("lesson_title"),
@@ -59,12 +64,11 @@ def canonical_fields(text: pa.LargeStringArray) -> tuple[pa.Table, pa.BooleanArr
             pl.col("m").cast(pl.Int64).alias("total"),
         )
         .with_columns(
-            ok=(pl.col("passed") <= pl.col("total"))
-            & (pl.col("student_id") >= 1)
-            & (pl.col("lesson_id").is_null() | (pl.col("lesson_id") >= 1))
+            ok=(
+                (pl.col("passed") <= pl.col("total"))
+                & (pl.col("student_id") >= 1)
+                & (pl.col("lesson_id").is_null() | (pl.col("lesson_id") >= 1))
+            ).fill_null(value=False)
         )
-        .with_columns(ok=pl.col("ok").fill_null(value=False))
         .collect()
     )
-    table = fields.to_arrow(compat_level=pl.CompatLevel.oldest())
-    return table.select(list(FIELDS)), table.column("ok").combine_chunks()

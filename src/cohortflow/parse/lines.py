@@ -1,0 +1,93 @@
+"""Raw log bytes as Arrow lines, and those lines as text for the fast path."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cohortflow.parse.rules import LINE_LIMIT
+
+RAW_SCHEMA: Final = pa.schema([("file", pa.string()), ("offset", pa.int64()), ("line", pa.large_binary())])
+
+
+def split_lines(buf: bytes, base_offset: int, file: str) -> pa.RecordBatch:
+    """Cut a newline-terminated buffer into a RAW_SCHEMA batch without copying the bytes.
+
+    Each value keeps its trailing newline (the parse strips it); offsets are
+    the lines' byte offsets in the file.
+    """
+    if buf and not buf.endswith(b"\n"):
+        msg = "split_lines needs a buffer that ends at a newline"
+        raise ValueError(msg)
+    ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10) + 1
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), ends.astype(np.int64)])
+    count = len(ends)
+    lines = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
+    )
+    files = pa.DictionaryArray.from_arrays(
+        _from_numpy(np.zeros(count, dtype=np.int32), pa.int32()), pa.array([file], type=pa.string())
+    )
+    return pa.RecordBatch.from_arrays(
+        [files.cast(pa.string()), _from_numpy(offsets[:-1] + base_offset, pa.int64()), lines],
+        schema=RAW_SCHEMA,
+    )
+
+
+def _from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """Wrap a numpy buffer as an Arrow array (pa.array on numpy would import pandas)."""
+    data = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
+
+
+def _invalid_utf8(lines: pa.LargeBinaryArray, group: int = 256) -> np.ndarray:
+    """Flag lines that are not valid UTF-8: groups of lines at once, one by one in a failing group."""
+    bad = np.zeros(len(lines), dtype=bool)
+    offsets = _offsets(lines)
+    data = memoryview(lines.buffers()[2] or b"")
+    for low in range(0, len(lines), group):
+        high = min(low + group, len(lines))
+        if not _decodes(data[offsets[low] : offsets[high]]):
+            for row in range(low, high):
+                bad[row] = not _decodes(data[offsets[row] : offsets[row + 1]])
+    return bad
+
+
+def _decodes(data: memoryview) -> bool:
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _offsets(lines: pa.LargeBinaryArray) -> np.ndarray:
+    return np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+
+
+def as_raw(batch: pa.RecordBatch | pa.Table) -> pa.Table:
+    """Any batch of raw lines (binary or large_binary, table or batch) as a RAW_SCHEMA table."""
+    table = pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch
+    return table.cast(RAW_SCHEMA)
+
+
+def decoded(lines: pa.LargeBinaryArray) -> pa.LargeStringArray:
+    """The lines as text, with lines the fast path must not see (too long, not UTF-8) nulled."""
+    skip = np.diff(_offsets(lines)) > LINE_LIMIT + 1  # + 1: the newline
+    if not skip.any():
+        try:
+            return lines.cast(pa.large_string())
+        except pa.ArrowInvalid:
+            pass
+    skip |= _invalid_utf8(pc.if_else(_mask(skip), pa.scalar(b"", pa.large_binary()), lines))
+    kept = pc.if_else(_mask(skip), pa.scalar(None, pa.large_binary()), lines)
+    return kept.cast(pa.large_string())
+
+
+def _mask(flags: np.ndarray) -> pa.BooleanArray:
+    bits = np.packbits(flags, bitorder="little")
+    return pa.BooleanArray.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(bits)])
