@@ -21,6 +21,7 @@ Usage: python bench/floor.py LOG STUDENTS_DB BATCHES_URL OUT.json
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import sys
 import time
@@ -47,13 +48,13 @@ SHAPE = (
 )
 
 
-def log_lines(log: Path) -> pl.LazyFrame:
-    """The log's lines with their positions; lossy only when some line is not UTF-8."""
+def log_lines(log: Path | bytes) -> pl.LazyFrame:
+    """The log's lines (a file, or its bytes) with their positions; lossy only when some are not UTF-8."""
     try:
         frame = pl.scan_lines(log).collect()
     except pl.exceptions.ComputeError:
         frame = pl.read_csv(
-            log,
+            log if isinstance(log, Path) else io.BytesIO(log),
             has_header=False,
             separator="\x1f",
             quote_char=None,
@@ -63,7 +64,7 @@ def log_lines(log: Path) -> pl.LazyFrame:
     return frame.lazy().with_row_index("pos")
 
 
-def completed_runs(log: Path) -> pl.DataFrame:
+def completed_runs(log: Path | bytes) -> pl.DataFrame:
     """(pos, student, lesson id | null, title | null) of every completed canonical run."""
     result = pl.col("line").str.extract_groups(RESULT)
     fields = pl.col("line").str.extract_groups(SHAPE)
@@ -106,7 +107,7 @@ def title_map(runs: pl.DataFrame) -> dict[str, int]:
     return by_title
 
 
-def lessons_per_student(log: Path) -> pl.DataFrame:
+def lessons_per_student(log: Path | bytes) -> pl.DataFrame:
     """(student, lessons): distinct completed lessons, for students with at least one."""
     runs = completed_runs(log)
     mapping = title_map(runs)

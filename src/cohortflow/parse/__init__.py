@@ -78,6 +78,7 @@ REASONS: Final = (
 
 
 _SLOW_SCHEMA: Final = {
+    "row": pl.UInt32,
     "reason": pl.String,
     "student_id": pl.Int64,
     "lesson_id": pl.Int64,
@@ -88,19 +89,18 @@ _SLOW_SCHEMA: Final = {
 }
 
 
-def _verdicts(batch: pa.RecordBatch | pa.Table) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The lines the fast path accepted (row, file, offset and the run's fields), and the others judged.
+def _verdicts(raw: pa.Table) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every line's ``row`` and fields where the fast path decided (``ok``); the others judged.
 
-    The second frame has ``row``, ``file``, ``offset`` and :class:`.rules.Judged`'s fields.
+    The second frame has ``row`` and :class:`.rules.Judged`'s fields, in line order.
     """
-    raw = as_raw(batch)
     lines = raw.column("line").combine_chunks()
-    frame = canonical_runs(raw.column("file"), raw.column("offset"), decoded(lines))
-    accepted = frame["ok"]
-    slow = frame.filter(~accepted).select("row", "file", "offset")
-    judged = [judge(line) for line in lines.take(slow["row"].to_arrow()).to_pylist()] if len(slow) else []
-    verdicts = pl.DataFrame(judged, schema=_SLOW_SCHEMA, orient="row")  # Judged's fields, in order
-    return frame.filter(accepted).drop("ok"), pl.concat([slow, verdicts], how="horizontal")
+    fields = canonical_runs(decoded(lines))
+    slow = fields["row"].filter(~fields["ok"])
+    judged = [
+        (row, *judge(line)) for row, line in zip(slow, lines.take(slow.to_arrow()).to_pylist(), strict=True)
+    ]
+    return fields, pl.DataFrame(judged, schema=_SLOW_SCHEMA, orient="row")
 
 
 def parse_runs(batch: pa.RecordBatch | pa.Table) -> pa.Table:
@@ -109,18 +109,33 @@ def parse_runs(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     The canonical shape is decided vectorised (:mod:`.canonical`); every other
     line goes through the full rule (:func:`.rules.judge`).
     """
-    fast, slow = _verdicts(batch)
-    runs = pl.concat([fast, slow], how="diagonal_relaxed").sort("row")
-    table = runs.select(RUNS_SCHEMA.names).to_arrow(compat_level=pl.CompatLevel.oldest())
-    return table.cast(RUNS_SCHEMA)
+    raw = as_raw(batch)
+    fields, judged = _verdicts(raw)
+    runs = pl.concat([fields.filter("ok").drop("ok"), judged], how="diagonal_relaxed").sort("row")
+    table = runs.drop("row").to_arrow(compat_level=pl.CompatLevel.oldest())
+    return pa.table([raw.column("file"), raw.column("offset"), *table.columns], names=RUNS_SCHEMA.names).cast(
+        RUNS_SCHEMA
+    )
 
 
 def summarise_lines(batch: pa.RecordBatch | pa.Table) -> RunsDelta:
     """``summarise_runs(parse_runs(batch))`` without building every line's row (the hot path)."""
-    fast, slow = _verdicts(batch)
-    valid = pl.concat([fast, slow.filter(pl.col("reason").is_null()).select(fast.columns)])
-    rejects = slow.filter(pl.col("reason").is_not_null()).select("file", "offset", "raw", "reason")
-    return summarise(valid, rejects.to_arrow(compat_level=pl.CompatLevel.oldest()), batch.num_rows)
+    raw = as_raw(batch)
+    fields, judged = _verdicts(raw)
+    valid = pl.concat(
+        [
+            fields.lazy().filter("ok").drop("ok"),
+            judged.lazy().filter(pl.col("reason").is_null()).drop("reason", "raw"),
+        ]
+    )
+    rejects = judged.filter(pl.col("reason").is_not_null())
+    where = raw.select(["file", "offset"])
+    bad = where.take(rejects["row"].to_arrow())
+    rejects_table = pa.table(
+        [bad.column("file"), bad.column("offset"), rejects["raw"].to_arrow(), rejects["reason"].to_arrow()],
+        names=["file", "offset", "raw", "reason"],
+    )
+    return summarise(valid, where, rejects_table, raw.num_rows)
 
 
 def summarise_partition(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -44,19 +44,17 @@ CANONICAL: Final = (
 FIELDS: Final = ("student_id", "lesson_id", "lesson_title", "passed", "total")
 
 
-def canonical_runs(file: pa.ChunkedArray, offset: pa.ChunkedArray, text: pa.LargeStringArray) -> pl.DataFrame:
-    """Every line's ``row``, ``file``, ``offset``, FIELDS (null where not canonical) and ``ok``."""
-    columns = {"file": file, "offset": offset, "line": text}
-    frame = pl.DataFrame({name: pl.from_arrow(values) for name, values in columns.items()})
+def canonical_runs(text: pa.LargeStringArray) -> pl.DataFrame:
+    """Every line's ``row`` number, FIELDS (null where not canonical) and whether it was accepted (``ok``)."""
     return (
-        frame.lazy()
-        .with_row_index("row")
-        .with_columns(pl.col("line").str.extract_groups(CANONICAL).alias("f"))
-        .unnest("f")
+        pl.DataFrame({"line": pl.from_arrow(text)})
+        .lazy()
+        .select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), pl.col("line").str.extract_groups(CANONICAL)
+        )
+        .unnest("line")
         .select(
             "row",
-            "file",
-            "offset",
             pl.coalesce("sq", "sn").cast(pl.Int64).alias("student_id"),
             pl.coalesce("lq", "ln").cast(pl.Int64).alias("lesson_id"),
             pl.coalesce("t1", "t2").alias("lesson_title"),

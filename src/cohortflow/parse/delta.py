@@ -41,30 +41,41 @@ class RunsDelta:
 
 def summarise_runs(runs: pa.Table) -> RunsDelta:
     """Reduce parsed runs (RUNS_SCHEMA) to the warehouse's delta."""
-    frame = pl.from_arrow(runs)
+    runs = runs.sort_by([("file", "ascending"), ("offset", "ascending")])
+    frame = pl.from_arrow(
+        runs.select(["student_id", "lesson_id", "lesson_title", "passed", "total", "reason"])
+    )
     assert isinstance(frame, pl.DataFrame)
-    valid = frame.filter(pl.col("reason").is_null())
+    valid = frame.lazy().with_row_index("row").filter(pl.col("reason").is_null()).drop("reason")
     rejects = runs.filter(pc.is_valid(runs.column("reason"))).select(list(REJECTS_SCHEMA.names))
-    return summarise(valid, rejects, runs.num_rows)
+    return summarise(valid, runs.select(["file", "offset"]), rejects, runs.num_rows)
 
 
-def summarise(valid: pl.DataFrame, rejects: pa.Table, lines: int) -> RunsDelta:
-    """The delta of valid runs (RUNS_SCHEMA's run columns) and quarantined lines."""
-    runs = valid.lazy()
-    completed = runs.filter(pl.col("passed") == pl.col("total"))
-    named = runs.filter(pl.col("lesson_id").is_not_null() & pl.col("lesson_title").is_not_null())
-    firsts = named.group_by("lesson_id", "lesson_title", "file").agg(pl.col("offset").min())
+def summarise(valid: pl.LazyFrame, where: pa.Table, rejects: pa.Table, lines: int) -> RunsDelta:
+    """The delta of valid runs and quarantined lines.
+
+    Args:
+        valid: ``row`` (numbers in file order) and the run's fields, of every valid line.
+        where: ``file`` and ``offset`` of each row number.
+        rejects: ``file``, ``offset``, ``raw``, ``reason`` of the quarantined lines.
+        lines: how many lines in all.
+
+    """
+    completed = valid.filter(pl.col("passed") == pl.col("total"))
+    named = valid.filter(pl.col("lesson_id").is_not_null() & pl.col("lesson_title").is_not_null())
     mappings, completions, titles = pl.collect_all(
         [
-            firsts.sort("file", "offset")
-            .unique(["lesson_id", "lesson_title"], keep="first", maintain_order=True)
-            .select("lesson_id", "lesson_title", "file", "offset"),
+            named.group_by("lesson_id", "lesson_title").agg(pl.col("row").min()).sort("row"),
             completed.filter(pl.col("lesson_id").is_not_null()).select("student_id", "lesson_id").unique(),
             completed.filter(pl.col("lesson_id").is_null()).select("student_id", "lesson_title").unique(),
         ]
     )
+    seen = where.take(mappings["row"].to_arrow())
+    mapping_table = _arrow(mappings.drop("row"), MAPPINGS_SCHEMA.remove(3).remove(2))
     return RunsDelta(
-        mappings=_arrow(mappings, MAPPINGS_SCHEMA),
+        mappings=mapping_table.append_column("file", seen.column("file"))
+        .append_column("offset", seen.column("offset"))
+        .cast(MAPPINGS_SCHEMA),
         completions=_arrow(completions, COMPLETIONS_SCHEMA),
         title_completions=_arrow(titles, TITLE_COMPLETIONS_SCHEMA),
         rejects=rejects.cast(REJECTS_SCHEMA),
