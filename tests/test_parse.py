@@ -327,3 +327,13 @@ def test_the_hot_path_summary_equals_the_summary_of_every_row(raw_lines: list[by
     """What the engines call (summarise_lines) is summarise_runs(parse_runs(...)), empty input too."""
     batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 7, "t.log")
     assert _delta_rows(summarise_lines(batch)) == _delta_rows(summarise_runs(parse_runs(batch)))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b""])
+def test_the_limit_is_exact_with_or_without_the_newline(newline: bytes) -> None:
+    head = b'{"result": "1/1", "student_id", 3, "lesson_title": "'
+    at_limit = head + b"a" * (LINE_LIMIT - len(head) - 2) + b'"}'
+    over = head + b"a" * (LINE_LIMIT - len(head) - 1) + b'"}'
+    lines = pa.array([at_limit + newline, over + newline], pa.large_binary())
+    batch = pa.table({"file": ["f", "f"], "offset": [0, 1], "line": lines})
+    assert parse_runs(batch).column("reason").to_pylist() == [None, "line_too_long"]

@@ -77,7 +77,7 @@ def as_raw(batch: pa.RecordBatch | pa.Table) -> pa.Table:
 
 def decoded(lines: pa.LargeBinaryArray) -> pa.LargeStringArray:
     """The lines as text, with lines the fast path must not see (too long, not UTF-8) nulled."""
-    skip = np.diff(_offsets(lines)) > LINE_LIMIT + 1  # + 1: the newline
+    skip = np.diff(_offsets(lines)) > LINE_LIMIT  # newline or not: the full rule measures exactly
     if not skip.any():
         try:
             return lines.cast(pa.large_string())
