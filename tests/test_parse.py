@@ -22,6 +22,7 @@ from cohortflow.parse import (
     summarise_lines,
     summarise_runs,
 )
+from cohortflow.parse.lines import decoded
 from tests.naive import naive_parse, naive_raw
 
 SAMPLES = Path(__file__).parent / "simulator" / "data"  # a copy of shared/samples: CI has no shared/
@@ -337,3 +338,22 @@ def test_the_limit_is_exact_with_or_without_the_newline(newline: bytes) -> None:
     lines = pa.array([at_limit + newline, over + newline], pa.large_binary())
     batch = pa.table({"file": ["f", "f"], "offset": [0, 1], "line": lines})
     assert parse_runs(batch).column("reason").to_pylist() == [None, "line_too_long"]
+
+
+def test_a_sliced_batch_parses_like_its_lines() -> None:
+    """Arrow slices (offset != 0), as Spark and Arrow hand them over, with undecodable lines in them."""
+    raw_lines = [b'{"result": "1/1", "student_id", 3, "lesson_id": 2}', b"\xff", b'{"a": 1}', b"x\xc3"] * 5
+    batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 0, "t.log")
+    sliced = batch.slice(3, 13)
+    assert _parsed_rows_of(sliced) == _naive(raw_lines[3:16])
+    text = decoded(batch.column("line").slice(3, 13))  # an offset Arrow array, directly
+    assert text.to_pylist() == [
+        None if b"\xff" in line or b"\xc3" in line else line.decode() + "\n" for line in raw_lines[3:16]
+    ]
+
+
+def _parsed_rows_of(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
+    return [
+        (r["reason"], r["student_id"], r["lesson_id"], r["lesson_title"], r["passed"], r["total"])
+        for r in parse_runs(batch).to_pylist()
+    ]

@@ -7,7 +7,6 @@ from typing import Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cohortflow.parse.rules import LINE_LIMIT
 
@@ -44,16 +43,16 @@ def _from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
-def _invalid_utf8(lines: pa.LargeBinaryArray, group: int = 256) -> np.ndarray:
-    """Flag lines that are not valid UTF-8: groups of lines at once, one by one in a failing group."""
-    bad = np.zeros(len(lines), dtype=bool)
+def _undecodable(lines: pa.LargeBinaryArray, skip: np.ndarray, group: int = 256) -> np.ndarray:
+    """``skip``, plus the other lines that are not UTF-8 (groups at once, then one by one)."""
+    bad = skip.copy()
     offsets = _offsets(lines)
     data = memoryview(lines.buffers()[2] or b"")
     for low in range(0, len(lines), group):
         high = min(low + group, len(lines))
-        if not _decodes(data[offsets[low] : offsets[high]]):
+        if skip[low:high].any() or not _decodes(data[offsets[low] : offsets[high]]):
             for row in range(low, high):
-                bad[row] = not _decodes(data[offsets[row] : offsets[row + 1]])
+                bad[row] = skip[row] or not _decodes(data[offsets[row] : offsets[row + 1]])
     return bad
 
 
@@ -76,16 +75,22 @@ def as_raw(batch: pa.RecordBatch | pa.Table) -> pa.Table:
 
 
 def decoded(lines: pa.LargeBinaryArray) -> pa.LargeStringArray:
-    """The lines as text, with lines the fast path must not see (too long, not UTF-8) nulled."""
+    """The lines as text, with lines the fast path must not see (too long, not UTF-8) nulled.
+
+    The bytes are not copied: a nulled line keeps its bytes under the null.
+    """
     skip = np.diff(_offsets(lines)) > LINE_LIMIT  # newline or not: the full rule measures exactly
     if not skip.any():
         try:
             return lines.cast(pa.large_string())
         except pa.ArrowInvalid:
             pass
-    skip |= _invalid_utf8(pc.if_else(_mask(skip), pa.scalar(b"", pa.large_binary()), lines))
-    kept = pc.if_else(_mask(skip), pa.scalar(None, pa.large_binary()), lines)
-    return kept.cast(pa.large_string())
+    valid = ~_undecodable(lines, skip)
+    if lines.null_count:
+        valid &= lines.is_valid().to_numpy(zero_copy_only=False)
+    bits = _mask(np.concatenate([np.zeros(lines.offset, dtype=bool), valid])).buffers()[1]
+    offsets, data = lines.buffers()[1:]
+    return pa.Array.from_buffers(pa.large_string(), len(lines), [bits, offsets, data], offset=lines.offset)
 
 
 def _mask(flags: np.ndarray) -> pa.BooleanArray:
