@@ -101,6 +101,7 @@ def test_parse_matches_naive_reference(raw_lines: list[bytes]) -> None:
     assert _parsed(raw_lines) == _naive(raw_lines)
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40), st.integers(0, 10**9)
 )

@@ -13,13 +13,15 @@ from cohortflow.parse.rules import LINE_LIMIT
 RAW_SCHEMA: Final = pa.schema([("file", pa.string()), ("offset", pa.int64()), ("line", pa.large_binary())])
 
 
-def split_lines(buf: bytes, base_offset: int, file: str) -> pa.RecordBatch:
+def split_lines(buf: bytes | memoryview, base_offset: int, file: str) -> pa.RecordBatch:
     """Cut a newline-terminated buffer into a RAW_SCHEMA batch without copying the bytes.
 
     Each value keeps its trailing newline (the parse strips it); offsets are
-    the lines' byte offsets in the file.
+    the lines' byte offsets in the file. A memoryview (of a bigger read) is
+    not copied either.
     """
-    if buf and not buf.endswith(b"\n"):
+    buf = memoryview(buf)
+    if buf.nbytes and buf[-1] != ord("\n"):
         msg = "split_lines needs a buffer that ends at a newline"
         raise ValueError(msg)
     ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10) + 1

@@ -157,7 +157,7 @@ class RunLog:
             data = os.pread(fd, min(available, _LINE_READ_LIMIT), cursor.offset)
             end = data.rfind(b"\n") + 1
         if end:
-            lines = split_lines(data[:end], cursor.offset, self.name)
+            lines = split_lines(memoryview(data)[:end], cursor.offset, self.name)  # no copy
             return LogChunk(lines, end, self._advance(fd, stat, cursor, end))
         if len(data) < _LINE_READ_LIMIT:
             return None  # a half-written last line: wait for its newline
