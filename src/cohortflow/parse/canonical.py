@@ -16,15 +16,10 @@ line is left to :func:`cohortflow.parse.rules.judge`.
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
-import pyarrow as pa
-
-if "COHORTFLOW_PARSE_THREADS" in os.environ:  # Spark workers: one thread each (read at import)
-    os.environ.setdefault("POLARS_MAX_THREADS", os.environ["COHORTFLOW_PARSE_THREADS"])
-
 import polars as pl
+import pyarrow as pa
 
 _ID = r'(?:"(?P<{0}q>[0-9]{{1,18}})"|(?P<{0}n>[1-9][0-9]{{0,17}}))'
 _TITLE = r'"(?P<{0}>[^ "\\\x00-\x1f][^"\\\x00-\x1f]*)"'

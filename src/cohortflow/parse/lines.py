@@ -31,12 +31,19 @@ def split_lines(buf: bytes | memoryview, base_offset: int, file: str) -> pa.Reco
         pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
     )
     files = pa.DictionaryArray.from_arrays(
-        _from_numpy(np.zeros(count, dtype=np.int32), pa.int32()), pa.array([file], type=pa.string())
+        _from_numpy(np.zeros(count, dtype=np.int32), pa.int32()), _one(file)
     )
     return pa.RecordBatch.from_arrays(
         [files.cast(pa.string()), _from_numpy(offsets[:-1] + base_offset, pa.int64()), lines],
         schema=RAW_SCHEMA,
     )
+
+
+def _one(text: str) -> pa.StringArray:
+    """A one-string array, built from buffers (pa.array on Python objects imports pandas when present)."""
+    data = text.encode()
+    offsets = np.array([0, len(data)], dtype=np.int32)
+    return pa.StringArray.from_buffers(1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
@@ -72,8 +79,8 @@ def _offsets(lines: pa.LargeBinaryArray) -> np.ndarray:
 
 def as_raw(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     """Any batch of raw lines (binary or large_binary, table or batch) as a RAW_SCHEMA table."""
-    table = pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch
-    return table.cast(RAW_SCHEMA)
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    return table if table.schema.equals(RAW_SCHEMA) else table.cast(RAW_SCHEMA)
 
 
 def decoded(lines: pa.LargeBinaryArray) -> pa.LargeStringArray:
