@@ -299,7 +299,7 @@ def spread(values: Sequence[float]) -> str:
 
 def machine() -> dict[str, str]:
     """What this run ran on."""
-    import duckdb
+    import polars
 
     cpu = "unknown"
     with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -316,7 +316,7 @@ def machine() -> dict[str, str]:
         "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
+        "polars": polars.__version__,
         "sqlite": sqlite3.sqlite_version,
         "loadavg_at_start": " ".join(f"{x:.2f}" for x in load),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -37,9 +37,11 @@ naive baseline on a single batch is a failure: the run exits non-zero.
 
 1. **Backfill**: `cohortflow run --once` into a cold warehouse, as a child
    process (wall time; peak RSS from `wait4`), interleaved with the **floor**
-   (`bench/floor.py`: memory-map the log, one DuckDB query, the title mapping
-   in Python, join students and the API's batches; no durability, no cursors;
-   it shares no code with `cohortflow.parse`) and once the **naive baseline**
+   (`bench/floor.py`: a Polars line scan, a cheap `result` regex keeping
+   completed lines, one regex of the canonical shape over those, distinct
+   `(student, lesson)` counted per student, joined with students and the API's
+   batches; no durability, no cursors, no quarantine; it shares no code with
+   `cohortflow.parse`) and once the **naive baseline**
    (`bench/naive_baseline.py`: per-line `json.loads` after repair, pandas
    groupby, `to_sql(if_exists="replace")`). Every contender's per-batch
    `(students_total, students_completed_3plus)` must equal the floor's. All

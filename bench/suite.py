@@ -176,7 +176,7 @@ def run_tick(run: Run) -> None:
         run.notes.append(
             f"One batch API page takes {poll_ms:.0f} ms: the simulator's HTTP handler sends headers and "
             "body in two writes and Nagle + delayed ACK hold the second (~1.3 ms with TCP_NODELAY). "
-            "A backfill pages 100 times (10k batches): the floor does it in a thread while DuckDB parses, "
+            "A backfill pages 100 times (10k batches): the floor does it in a thread while Polars parses, "
             "the engine waits for it."
         )
 
@@ -256,7 +256,7 @@ def standard_notes(plan: Plan) -> list[str]:
         + ("measured." if plan.naive_large == "run" else "extrapolated linearly from the 1M run (not run)."),
         "PostgreSQL is a throwaway server with fsync=off and synchronous_commit=off: "
         "an optimistic bound for the warehouse writes; its server RSS is not in the peak RSS.",
-        "The floor memory-maps the log, so its peak RSS counts the log's page-cache pages it touched.",
+        "The floor holds the whole log's lines in memory (Polars), so its peak RSS grows with the log.",
         "Other engineers' tests ran on the same 2 cores during the run (see the load average): "
         "absolute times are noisy, same-run ratios less so.",
     ]

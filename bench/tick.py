@@ -22,10 +22,13 @@ from cohortflow.config import PipelineConfig
 from cohortflow.engines.embedded import EmbeddedEngine
 from cohortflow.simulator.runs import draw_runs, render
 from common import Result, Sizes, median, status
+from floor import lessons_per_student
 
 DELTA_BYTES = 1 << 20
 TICK_TARGET_MS = 15.0
 HISTORY_TARGET = 1.2
+FLOOR_TARGET = 2.0
+FLOOR = "floor"  # the floor's parse of the same delta bytes, timed beside the ticks
 
 
 def delta(rng: np.random.Generator, students: int, size: int = DELTA_BYTES) -> bytes:
@@ -89,12 +92,17 @@ def api_poll_ms(url: str, repeats: int = 5) -> float:
 def measure(followers: list[Follower], rounds: int, seed: int = 1) -> dict[str, list[float]]:
     """Tick times (s) per follower; one warm-up round is dropped."""
     rng = np.random.default_rng(seed)
-    times: dict[str, list[float]] = {f.label: [] for f in followers}
+    times: dict[str, list[float]] = {f.label: [] for f in followers} | {FLOOR: []}
     for round_no in range(rounds + 1):
         for follower in followers:
-            elapsed = follower.timed_tick(delta(rng, follower.students))
+            data = delta(rng, follower.students)
+            elapsed = follower.timed_tick(data)
+            began = time.perf_counter()
+            lessons_per_student(data)
+            floor_s = time.perf_counter() - began
             if round_no:
                 times[follower.label].append(elapsed)
+                times[FLOOR].append(floor_s)
     return times
 
 
@@ -129,6 +137,19 @@ def results(times: dict[str, list[float]], small: Sizes, large: Sizes, poll_ms: 
             "≤ 1.2x",
             status(ratio <= HISTORY_TARGET),
             {"ratio": ratio},
+        )
+    )
+    floor_ms = median(times[FLOOR]) * 1000
+    rows.append(
+        Result(
+            workload,
+            f"tick vs the floor's program on the same bytes (history {large.label})",
+            f"{large_ms:.1f} ms vs {floor_ms:.1f} ms",
+            "floor on the delta",
+            f"{large_ms / floor_ms:.2f}x",
+            f"≤ {FLOOR_TARGET:.0f}x",
+            status(large_ms / floor_ms <= FLOOR_TARGET),
+            {"floor_ms": floor_ms, "ratio": large_ms / floor_ms},
         )
     )
     rows.append(

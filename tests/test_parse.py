@@ -12,14 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cohortflow.parse import (
+    LINE_LIMIT,
     REASONS,
+    RunsDelta,
     delta_from_arrow,
     delta_to_arrow,
     parse_runs,
     split_lines,
+    summarise_lines,
     summarise_runs,
 )
-from tests.naive import naive_parse
+from cohortflow.parse.lines import decoded
+from tests.naive import naive_parse, naive_raw
 
 SAMPLES = Path(__file__).parent / "simulator" / "data"  # a copy of shared/samples: CI has no shared/
 
@@ -97,6 +101,7 @@ def test_parse_matches_naive_reference(raw_lines: list[bytes]) -> None:
     assert _parsed(raw_lines) == _naive(raw_lines)
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40), st.integers(0, 10**9)
 )
@@ -139,6 +144,10 @@ def test_real_upstream_sample_parses_completely() -> None:
         (b'{"result": "1/1", "student_id", 3, "lesson_id": "abc"}', "bad_lesson_id"),
         (b'{"result": "1/1", "student_id", 3, "lesson_title": ""}', "bad_lesson_title"),
         (b'{"result": "1/1", "student_id", 3}', "missing_lesson"),
+        (
+            b'{"result": "1/1", "student_id", 3, "lesson_id": 2, "x": "' + b"a" * LINE_LIMIT + b'"}',
+            "line_too_long",
+        ),
     ],
 )
 def test_each_reason(line: bytes, reason: str) -> None:
@@ -147,12 +156,82 @@ def test_each_reason(line: bytes, reason: str) -> None:
     assert naive_parse(line)[1] == reason
 
 
-def test_quarantined_raw_keeps_undecodable_bytes_visible() -> None:
-    runs = parse_runs(split_lines(b'{"a": "\xff"}\n{"b": 1}\n', 100, "t.log"))
+def test_quarantined_raw_keeps_the_line_verbatim_but_for_undecodable_bytes_and_nul() -> None:
+    lines = [b'{"a": "\xff"}', b'{"b": 1}\r', b'{"c": "x\x00y"}\t', b"\x00\xc3"]
+    runs = parse_runs(split_lines(b"".join(line + b"\n" for line in lines), 100, "t.log"))
     rows = runs.to_pylist()
-    assert rows[0]["raw"] == '{"a": "\\xff"}'
+    assert [row["raw"] for row in rows] == [
+        '{"a": "\\xff"}',
+        '{"b": 1}\r',
+        '{"c": "x\\x00y"}\t',
+        "\\x00\\xc3",
+    ]
+    assert [row["raw"] for row in rows] == [naive_raw(line) for line in lines]
     assert (rows[0]["offset"], rows[1]["offset"]) == (100, 100 + len(b'{"a": "\xff"}\n'))
-    assert rows[1]["reason"] == "bad_result"
+    assert [row["reason"] for row in rows] == ["invalid_utf8", "bad_result", "invalid_json", "invalid_utf8"]
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"result": "1/1", "student_id": 3, "lesson_id": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+LESSON = b'{"result": "1/1", "student_id": 3, "lesson_id": 2'
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "fields"),
+    [
+        (LESSON + b",}", "invalid_json", None),  # trailing comma
+        (LESSON + b', "x": NaN}', "invalid_json", None),
+        (LESSON + b', "x": Infinity}', "invalid_json", None),
+        (LESSON + b', "x": -Infinity}', "invalid_json", None),
+        (LESSON + b"} // done", "invalid_json", None),
+        (LESSON + b" /* c */}", "invalid_json", None),
+        (b"\xef\xbb\xbf" + LESSON + b"}", "invalid_json", None),  # a byte-order mark
+        (b"{'result': '1/1', 'student_id': 3, 'lesson_id': 2}", "invalid_json", None),
+        (LESSON + b', "x": 01}', "invalid_json", None),
+        (LESSON + b', "lesson_title": "\\ud800"}', "invalid_json", None),  # a lone surrogate
+        (LESSON + b', "lesson_title": "\\ud83d\\ude00"}', None, (3, 2, "\U0001f600")),  # a pair is fine
+        (_nested(63), None, (3, 2, None)),  # the object is level 1
+        (_nested(64), "invalid_json", None),
+        (b"[" * 100_000, "invalid_json", None),
+        (LESSON + b', "x": 1' + b"0" * 5000 + b"}", None, (3, 2, None)),  # any number elsewhere
+        (LESSON + b', "student_id": -1}', None, (3, 2, None)),  # the first of a repeated key counts
+        (b'{"student_id": "x", "result": "1/1", "student_id": 3, "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id", 3, "lesson_id": 2, "student_id", 4}', None, (3, 2, None)),
+        (b'{"result": "1/1", "student_id": 3, "lesson_id": null, "lesson_title": "A"}', None, (3, None, "A")),
+        (LESSON + b', "lesson_title": null}', None, (3, 2, None)),
+        (b'{"result": "1/1", "student_id": 3, "lesson_id": null}', "missing_lesson", None),
+        (b'{"result": "1/1", "student_id": 9223372036854775807, "lesson_id": 2}', None, (2**63 - 1, 2, None)),
+        (b'{"result": "1/1", "student_id": 9223372036854775808, "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": "0000000000000000000000001", "lesson_id": 2}', None, (1, 2, None)),
+        (b'{"result": "1/1", "student_id": "9223372036854775808", "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": 3.0, "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": 3e0, "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": true, "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": "+3", "lesson_id": 2}', "bad_student_id", None),
+        (b'{"result": "1/1", "student_id": 3, "lesson_id": {"id": 2}}', "bad_lesson_id", None),
+        (b'{"result": "\\t1 /\\t1 ", "student_id": 3, "lesson_id": 2}', None, (3, 2, None)),
+        (b'{"result": "1 out \\t of 1", "student_id": 3, "lesson_id": 2}', None, (3, 2, None)),
+        (b'{"result": "1\\u00a0/1", "student_id": 3, "lesson_id": 2}', "bad_result", None),
+        (b'{"result": "1 outof 1", "student_id": 3, "lesson_id": 2}', "bad_result", None),
+        (b'{"result": "1234567890/1234567890", "student_id": 3, "lesson_id": 2}', "bad_result", None),
+        (b'{"result": "1/1", "student_id": 3, "lesson_title": "\\t\\n"}', "bad_lesson_title", None),
+        (b'{"result": "1/1", "student_id": 3, "lesson_title": " A "}', None, (3, None, " A ")),
+        (b'{"result": "1/1", "student_id": 3, "lesson_title": "A\\u0000"}', "bad_lesson_title", None),
+        (b"\t \r\r", "empty_line", None),
+        (b"", "empty_line", None),
+        (LESSON + b"}\r\r", None, (3, 2, None)),
+        (b'"\\u0000"', "not_an_object", None),
+    ],
+)
+def test_strict_rule_edge_cases(line: bytes, reason: str | None, fields: tuple[object, ...] | None) -> None:
+    """Each edge case the README writes down, decided the same by the parse and the naive model."""
+    parsed = _parsed([line])[0]
+    assert parsed[0] == reason
+    if fields is not None:
+        assert parsed[1:4] == fields
+    assert parsed == _naive([line])[0]
 
 
 def test_summary_orders_mappings_by_first_sight_and_dedupes() -> None:
@@ -228,3 +307,54 @@ def test_partial_summaries_merge_into_the_summary_of_the_whole(
     assert rows(merged.title_completions) == rows(whole.title_completions)
     assert rows(merged.rejects) == rows(whole.rejects)
     assert merged.lines == whole.lines == len(raw_lines)
+
+
+def _delta_rows(delta: RunsDelta) -> tuple[object, ...]:
+    def rows(table: pa.Table) -> list[str]:
+        return sorted(map(str, table.to_pylist()))
+
+    return (
+        delta.mappings.to_pylist(),
+        rows(delta.completions),
+        rows(delta.title_completions),
+        rows(delta.rejects),
+        delta.lines,
+        [t.schema for t in (delta.mappings, delta.completions, delta.title_completions, delta.rejects)],
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(lines(), max_size=40))
+def test_the_hot_path_summary_equals_the_summary_of_every_row(raw_lines: list[bytes]) -> None:
+    """What the engines call (summarise_lines) is summarise_runs(parse_runs(...)), empty input too."""
+    batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 7, "t.log")
+    assert _delta_rows(summarise_lines(batch)) == _delta_rows(summarise_runs(parse_runs(batch)))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b""])
+def test_the_limit_is_exact_with_or_without_the_newline(newline: bytes) -> None:
+    head = b'{"result": "1/1", "student_id", 3, "lesson_title": "'
+    at_limit = head + b"a" * (LINE_LIMIT - len(head) - 2) + b'"}'
+    over = head + b"a" * (LINE_LIMIT - len(head) - 1) + b'"}'
+    lines = pa.array([at_limit + newline, over + newline], pa.large_binary())
+    batch = pa.table({"file": ["f", "f"], "offset": [0, 1], "line": lines})
+    assert parse_runs(batch).column("reason").to_pylist() == [None, "line_too_long"]
+
+
+def test_a_sliced_batch_parses_like_its_lines() -> None:
+    """Arrow slices (offset != 0), as Spark and Arrow hand them over, with undecodable lines in them."""
+    raw_lines = [b'{"result": "1/1", "student_id", 3, "lesson_id": 2}', b"\xff", b'{"a": 1}', b"x\xc3"] * 5
+    batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 0, "t.log")
+    sliced = batch.slice(3, 13)
+    assert _parsed_rows_of(sliced) == _naive(raw_lines[3:16])
+    text = decoded(batch.column("line").slice(3, 13))  # an offset Arrow array, directly
+    assert text.to_pylist() == [
+        None if b"\xff" in line or b"\xc3" in line else line.decode() + "\n" for line in raw_lines[3:16]
+    ]
+
+
+def _parsed_rows_of(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
+    return [
+        (r["reason"], r["student_id"], r["lesson_id"], r["lesson_title"], r["passed"], r["total"])
+        for r in parse_runs(batch).to_pylist()
+    ]

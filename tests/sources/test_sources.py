@@ -7,10 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pytest
 
 from cohortflow.contract import STUDENTS_TABLE_DDL
 from cohortflow.errors import SourceError, SourceReset
+from cohortflow.parse import LINE_LIMIT, RAW_SCHEMA, parse_runs
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, RunLog, StudentsCursor, StudentsTable
 from tests.helpers import generate
@@ -50,18 +52,29 @@ def test_chunks_cut_at_newlines_whatever_the_budget(tmp_path: Path) -> None:
         assert cursor.offset == 50 * len(RUN)
 
 
-def test_a_line_longer_than_the_limit_is_set_aside_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_bytes", [512, 4 << 20, 64 << 20])
+def test_a_line_too_long_to_hold_is_read_as_a_bounded_stand_in(tmp_path: Path, max_bytes: int) -> None:
+    """Lines over the limit reach the parse (which quarantines them) cut short, whatever the chunk."""
     path = tmp_path / "test_runs.log"
-    path.write_bytes(RUN + b"x" * 5000 + b"\n" + RUN)
-    log = RunLog(path, max_line_bytes=1000)
-    cursor, seen, oversized = LogCursor(), [], []
-    while (chunk := log.read(cursor, 512)) is not None:
-        seen += chunk.lines.column("line").to_pylist()
-        oversized += chunk.oversized
+    long_line = b"x" * (LINE_LIMIT + 1) + b"\n"
+    huge_line = b"y" * (3 * LINE_LIMIT) + b"\n"
+    path.write_bytes(RUN + long_line + huge_line + RUN)
+    log, cursor, seen = RunLog(path), LogCursor(), []
+    while (chunk := log.read(cursor, max_bytes)) is not None:
+        seen += chunk.lines.to_pylist()
         cursor = chunk.cursor
-    assert seen == [RUN, RUN]
-    assert [offset for offset, _ in oversized] == [len(RUN)]
+    assert [row["offset"] for row in seen] == [
+        0,
+        len(RUN),
+        len(RUN) + len(long_line),
+        path.stat().st_size - len(RUN),
+    ]
+    assert max(len(row["line"]) for row in seen) <= 3 * LINE_LIMIT + 1  # a chunk may hold it whole
+    reasons = parse_runs(pa.RecordBatch.from_pylist(seen, schema=RAW_SCHEMA)).column("reason").to_pylist()
+    assert reasons == [None, "line_too_long", "line_too_long", None]
     assert cursor.offset == path.stat().st_size
+    if max_bytes < LINE_LIMIT:
+        assert max(len(row["line"]) for row in seen) == LINE_LIMIT + 2  # the stand-in and its newline
 
 
 @pytest.mark.parametrize("how", ["truncated", "replaced", "rewritten"])

@@ -22,7 +22,7 @@ from typing import TypeVar
 from cohortflow.config import PipelineConfig
 from cohortflow.errors import SourceError, SourceMissing, SourceReset, SourceUnavailable, WarehouseUnavailable
 from cohortflow.health import HealthBoard, health_key
-from cohortflow.parse import RunsDelta, parse_runs, summarise_runs
+from cohortflow.parse import RunsDelta, summarise_lines
 from cohortflow.retry import Backoff
 from cohortflow.sources import (
     BatchApi,
@@ -302,17 +302,13 @@ class EmbeddedEngine:
             if parsed_chunk is None:
                 break  # at the end, or the log failed mid-tick: commit what was read
             chunk, delta = parsed_chunk
-            stats.lines += chunk.lines.num_rows + len(chunk.oversized)
+            stats.lines += chunk.lines.num_rows
             stats.log_bytes += chunk.consumed
             caught_up = chunk.consumed < self.config.chunk_bytes // 2  # a short read: at the end for now
             more = not (caught_up or self._txn_full(stats, deadline) or (stop and stop.is_set()))
             stats.backlog |= not caught_up
             pending = self._parser.submit(self._read_and_parse, chunk.cursor) if more else None
             tx.add_runs(delta)
-            tx.add_rejects(
-                "test_runs",
-                [(f"{chunk.file}:{o}", raw, "line_too_long") for o, raw in chunk.oversized],
-            )
             cursor = chunk.cursor
         return cursor
 
@@ -325,7 +321,7 @@ class EmbeddedEngine:
         return self._guard("test_runs", pending.result)
 
     def _parse(self, chunk: LogChunk) -> _Parsed | None:
-        return chunk, summarise_runs(parse_runs(chunk.lines))
+        return chunk, summarise_lines(chunk.lines)
 
     def _read_and_parse(self, cursor: LogCursor) -> _Parsed | None:
         chunk = self.log.read(cursor, self.config.chunk_bytes)

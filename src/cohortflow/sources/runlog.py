@@ -33,12 +33,15 @@ from typing import Any
 import pyarrow as pa
 
 from cohortflow.errors import ConfigError, SourceError, SourceReset
-from cohortflow.parse import RAW_TEXT_LIMIT, split_lines
+from cohortflow.parse import LINE_LIMIT, split_lines
 from cohortflow.sources import logfiles
 from cohortflow.sources.logfiles import LogFile, find_newline, head_sha, last_newline_end, opened
 
 HEAD_BYTES = 4096
 OPEN_ATTEMPTS = 3
+# A line without a newline in this many bytes is too long whatever follows: it is read
+# as a stand-in of its first LINE_LIMIT + 1 bytes (the parse quarantines it as line_too_long).
+_LINE_READ_LIMIT = LINE_LIMIT + 2
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,12 @@ class LogCursor:
 class LogChunk:
     """Complete lines read in one go, and the cursor just past them.
 
-    ``oversized`` holds ``(offset, head)`` of lines longer than the line limit:
-    they are quarantined whole instead of parsed. ``file`` is the name the
-    lines were read under (a rotated file's own name).
+    A line too long to hold is cut to a stand-in of ``LINE_LIMIT + 1`` bytes,
+    still too long for the parse, which quarantines it as ``line_too_long``.
+    ``file`` is the name the lines were read under (a rotated file's own name).
     """
 
     lines: pa.RecordBatch
-    oversized: list[tuple[int, str]]
     consumed: int
     cursor: LogCursor
     file: str = ""
@@ -98,10 +100,9 @@ class RunLog:
 
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, path: str | os.PathLike[str], max_line_bytes: int = 1 << 20) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        self.max_line_bytes = max_line_bytes
         self.missing_since: float | None = None
         """Since when (epoch seconds) neither the log nor the file the cursor names can be found."""
         self._open: _Open | None = None
@@ -219,9 +220,12 @@ class RunLog:
         with self._opened_at(at) as fd:
             while start < end:
                 stop = last_newline_end(fd, start, min(end, start + max_bytes))
-                if stop == start:  # one line longer than max_bytes: take it whole
+                if stop == start:  # one line longer than max_bytes: take it whole, or its stand-in
                     stop = find_newline(fd, start + max_bytes, end) or end
-                yield split_lines(os.pread(fd, stop - start, start), start, self.name)
+                    size = min(stop - start, _LINE_READ_LIMIT)
+                    yield _lines(os.pread(fd, size, start), start, self.name)
+                else:
+                    yield split_lines(os.pread(fd, stop - start, start), start, self.name)
                 start = stop
 
     @contextmanager
@@ -380,13 +384,13 @@ class RunLog:
             return None
         data = os.pread(fd, min(available, max_bytes), cursor.offset)
         end = data.rfind(b"\n") + 1
-        if end == 0 and len(data) < min(available, self.max_line_bytes):
-            data = os.pread(fd, min(available, self.max_line_bytes), cursor.offset)
+        if end == 0 and len(data) < min(available, _LINE_READ_LIMIT):
+            data = os.pread(fd, min(available, _LINE_READ_LIMIT), cursor.offset)
             end = data.rfind(b"\n") + 1
         if end:
-            lines = split_lines(data[:end], cursor.offset, opened.name)
-            return LogChunk(lines, [], end, self._advance(fd, stat, cursor, end, data), opened.name)
-        if len(data) < self.max_line_bytes:
+            lines = split_lines(memoryview(data)[:end], cursor.offset, opened.name)  # no copy
+            return LogChunk(lines, end, self._advance(fd, stat, cursor, end, data), opened.name)
+        if len(data) < _LINE_READ_LIMIT:
             return None  # a half-written last line: wait for its newline
         line_end = find_newline(fd, cursor.offset + len(data), stat.st_size)
         if line_end is None:
@@ -399,20 +403,19 @@ class RunLog:
         size = stat.st_size - cursor.offset
         if size <= 0:
             return None
-        data = os.pread(opened.fd, min(size, self.max_line_bytes), cursor.offset)
-        if size >= self.max_line_bytes:
+        data = os.pread(opened.fd, min(size, _LINE_READ_LIMIT), cursor.offset)
+        if size >= _LINE_READ_LIMIT:
             return self._oversized(opened, stat, cursor, data, size)
         lines = split_lines(data + b"\n", cursor.offset, opened.name)
-        chunk = LogChunk(lines, [], size, self._advance(opened.fd, stat, cursor, size, data), opened.name)
+        chunk = LogChunk(lines, size, self._advance(opened.fd, stat, cursor, size, data), opened.name)
         return chunk if self._intact(opened, cursor, chunk) else None
 
     def _oversized(
         self, opened: _Open, stat: os.stat_result, cursor: LogCursor, data: bytes, consumed: int
     ) -> LogChunk:
-        head = data[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace")
-        empty = split_lines(b"", cursor.offset, opened.name)
+        stand_in = _lines(data[:_LINE_READ_LIMIT], cursor.offset, opened.name)
         advanced = self._advance(opened.fd, stat, cursor, consumed)
-        return LogChunk(empty, [(cursor.offset, head)], consumed, advanced, opened.name)
+        return LogChunk(stand_in, consumed, advanced, opened.name)
 
     def _advance(
         self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int, data: bytes | None = None
@@ -430,6 +433,12 @@ class RunLog:
 
     def _reset(self, cursor: LogCursor, what: str) -> None:
         raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
+
+
+def _lines(data: bytes, offset: int, file: str) -> pa.RecordBatch:
+    """One line (or its stand-in: the first LINE_LIMIT + 1 bytes) as a batch."""
+    body = data.removesuffix(b"\n")[: LINE_LIMIT + 1]
+    return split_lines(body + b"\n", offset, file)
 
 
 def _same_start(fd: int, path: Path) -> bool:

@@ -47,7 +47,7 @@ def build_session(master: str, app_name: str = "cohortflow") -> Any:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")  # fewer, larger parse calls
         .config("spark.sql.adaptive.enabled", "false")  # not supported by streaming; it only warns
-        .config("spark.executorEnv.COHORTFLOW_PARSE_THREADS", "1")  # one task per core already
+        .config("spark.executorEnv.POLARS_MAX_THREADS", "1")  # the parse's threads: one task per core already
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
