@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CohortflowError as exc:
+            if ctx.meta.get("cohortflow.verbose"):
+                traceback.print_exception(exc)
             click.secho(f"cohortflow: {exc}", fg="red", err=True)
             sys.exit(1)
 
@@ -154,10 +157,15 @@ def _config(**values: Any) -> PipelineConfig:
     help="Spark engine: micro-batch interval in follow mode.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def run(engine: str, quiet: bool, **options: Any) -> None:
+@click.option("--verbose", is_flag=True, help="Debug logging, and the full trace of a failure.")
+def run(engine: str, quiet: bool, verbose: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
     from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
+
+    if verbose:
+        click.get_current_context().meta["cohortflow.verbose"] = True
+        logging.getLogger("cohortflow").setLevel(logging.DEBUG)
 
     config = _config(**options)
     stop = threading.Event()

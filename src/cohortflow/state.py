@@ -16,6 +16,8 @@ LOG_KEY = "cursor:test_runs"
 STUDENTS_KEY = "cursor:students"
 BATCHES_KEY = "cursor:batches"
 HEALTH_KEY = "health:batches"
+WRITER_KEY = "meta:last_writer"  # "embedded" or "spark:<query id>": who committed last
+WAREHOUSE_ID_KEY = "meta:warehouse_id"  # a Spark checkpoint records it, to refuse another warehouse's
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,16 @@ from cohortflow.sources.batches import BatchesRead
 from cohortflow.sources.prefetch import BatchPrefetcher
 from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.students import StudentsPage
-from cohortflow.state import BATCHES_KEY, HEALTH_KEY, LOG_KEY, STUDENTS_KEY, Cursors, OnCommit, TickStats
+from cohortflow.state import (
+    BATCHES_KEY,
+    HEALTH_KEY,
+    LOG_KEY,
+    STUDENTS_KEY,
+    WRITER_KEY,
+    Cursors,
+    OnCommit,
+    TickStats,
+)
 from cohortflow.warehouse import Transaction, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -183,6 +192,7 @@ class EmbeddedEngine:
         self, tx: Transaction, reads: _Reads, stats: TickStats, stop: threading.Event | None
     ) -> Cursors:
         cursors = self.cursors
+        tx.set_state(WRITER_KEY, "embedded")  # a Spark checkpoint refuses a warehouse written since
         if reads.batches is not None:
             tx.add_batches(reads.batches.batches)
             tx.add_rejects("batches", reads.batches.rejects)

@@ -11,10 +11,18 @@ micro-batch covers every source in one warehouse transaction.
   directory of rotated files would extend.
 - ``cohortflow_students``: a rowid range of the students table.
 - ``cohortflow_batches``: the batch API, read on the driver by cursor.
+
+Each offset is tagged with its source's name (``{"source": ..., "cursor": ...}``),
+so the sink can tell them apart in the checkpoint; a new checkpoint starts
+from the warehouse's committed cursors (option ``startCursor``), so either
+engine can pick up where the other stopped. Readers raise our errors as
+:class:`~cohortflow.engines.spark.failures.CarriedError` so they keep their
+type across the JVM.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +42,7 @@ from pyspark.sql.streaming.datasource import (
     SupportsTriggerAvailableNow,
 )
 
+from cohortflow.engines.spark.failures import carried, carried_iter
 from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, RunLog, StudentsCursor, StudentsTable
 
 ENVELOPE = (
@@ -56,16 +65,35 @@ ENVELOPE_ARROW = pa.schema(
 )
 
 
-def _envelope(source: str, columns: dict[str, pa.Array], rows: int) -> pa.RecordBatch:
+def tagged(source: str, cursor: dict[str, Any]) -> dict[str, Any]:
+    """A source's offset: its cursor, tagged with the source's name."""
+    return {"source": source, "cursor": cursor}
+
+
+def _cursor(offset: dict[str, Any]) -> dict[str, Any]:
+    cursor: dict[str, Any] = offset["cursor"]
+    return cursor
+
+
+def _start(options: Mapping[str, str]) -> dict[str, Any] | None:
+    """The cursor a fresh checkpoint starts from (the warehouse's committed one), if any."""
+    text = options.get("startCursor")
+    return json.loads(text) if text else None
+
+
+def fit(
+    schema: pa.Schema, columns: Mapping[str, pa.Array], rows: int, source: str | None = None
+) -> pa.RecordBatch:
+    """Columns cast into ``schema``, missing ones null; ``source`` (if given) fills the source column."""
     arrays = [
         pa.array([source] * rows, pa.string())
-        if field.name == "source"
+        if field.name == "source" and source is not None
         else columns[field.name].cast(field.type)
         if field.name in columns
         else pa.nulls(rows, field.type)
-        for field in ENVELOPE_ARROW
+        for field in schema
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_ARROW)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 @dataclass
@@ -89,19 +117,24 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
         self.chunk_bytes = int(options.get("chunkBytes", str(16 << 20)))
+        self.start = LogCursor.from_json(_start(options))
         self.target: int | None = None
 
     def initialOffset(self) -> dict[str, Any]:
-        return LogCursor().to_json()
+        return tagged("test_runs", self.start.to_json())
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxBytes(self.max_bytes) if self.max_bytes > 0 else ReadAllAvailable()
 
+    @carried
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = self.log.aligned_end(LogCursor()).offset if self.log.size() else 0
 
+    @carried
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        cursor = LogCursor.from_json(start)
+        return tagged("test_runs", self._latest(LogCursor.from_json(_cursor(start)), limit).to_json())
+
+    def _latest(self, cursor: LogCursor, limit: ReadLimit) -> LogCursor:
         budget = limit.max_bytes if isinstance(limit, ReadMaxBytes) else None
         if self.target is not None:
             budget = (
@@ -110,19 +143,20 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                 else min(budget, self.target - cursor.offset)
             )
             if budget == 0:
-                return cursor.to_json()
-        return self.log.aligned_end(cursor, budget).to_json()
+                return cursor
+        return self.log.aligned_end(cursor, budget)
 
+    @carried
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
-        first, last = LogCursor.from_json(start).offset, LogCursor.from_json(end).offset
+        first, last = LogCursor.from_json(_cursor(start)).offset, LogCursor.from_json(_cursor(end)).offset
         return [LogRange(s, e) for s, e in self.log.cut_points(first, last, self.part_bytes)]
 
+    @carried_iter
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, LogRange)
         for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes):
-            yield _envelope(
-                "test_runs", {c: lines.column(c) for c in ("file", "offset", "line")}, lines.num_rows
-            )
+            columns = {c: lines.column(c) for c in ("file", "offset", "line")}
+            yield fit(ENVELOPE_ARROW, columns, lines.num_rows, "test_runs")
 
     def commit(self, end: dict[str, Any]) -> None:
         """Nothing to clean up: the log is never ours to delete."""
@@ -145,30 +179,35 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options: Mapping[str, str]) -> None:
         self.table = StudentsTable(options["path"])
         self.max_rows = int(options.get("maxRowsPerTrigger", "100000"))
+        self.start = StudentsCursor.from_json(_start(options))
         self.target: int | None = None
 
     def initialOffset(self) -> dict[str, Any]:
-        return StudentsCursor().to_json()
+        return tagged("students", self.start.to_json())
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxRows(self.max_rows)
 
+    @carried
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = self.table.max_id()
 
+    @carried
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        cursor = StudentsCursor.from_json(start)
+        cursor = StudentsCursor.from_json(_cursor(start))
         rows = limit.max_rows if isinstance(limit, ReadMaxRows) else self.max_rows
         if self.target is not None:
             rows = min(rows, self.target - cursor.last_id)
             if rows <= 0:
-                return cursor.to_json()
-        return self.table.latest(cursor, rows).to_json()
+                return tagged("students", cursor.to_json())
+        return tagged("students", self.table.latest(cursor, rows).to_json())
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
-        first, last = StudentsCursor.from_json(start).last_id, StudentsCursor.from_json(end).last_id
+        first = StudentsCursor.from_json(_cursor(start)).last_id
+        last = StudentsCursor.from_json(_cursor(end)).last_id
         return [StudentRange(first, last)] if last > first else []
 
+    @carried_iter
     def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
         assert isinstance(partition, StudentRange)
         page = self.table.between(partition.after_id, partition.upto_id)
@@ -189,6 +228,7 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
     def __init__(self, options: Mapping[str, str]) -> None:
         self.url = options["url"]
         self.timeout = float(options.get("timeout", "5"))
+        self.start = BatchesCursor.from_json(_start(options))
 
     def prepareForTriggerAvailableNow(self) -> None:
         """Nothing to pin: every read already pages to the API's current end.
@@ -198,18 +238,20 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
         """
 
     def initialOffset(self) -> dict[str, Any]:
-        return BatchesCursor().to_json()
+        return tagged("batches", self.start.to_json())
 
+    @carried
     def read(self, start: dict[str, Any]) -> tuple[Iterator[tuple[Any, ...]], dict[str, Any]]:
         with BatchApi(self.url, timeout=self.timeout) as api:
-            read = api.read(BatchesCursor.from_json(start))
-        return iter(_batch_rows(read.batches, read.rejects)), read.cursor.to_json()
+            read = api.read(BatchesCursor.from_json(_cursor(start)))
+        return iter(_batch_rows(read.batches, read.rejects)), tagged("batches", read.cursor.to_json())
 
+    @carried
     def readBetweenOffsets(self, start: dict[str, Any], end: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         """Replay: what was new after ``start`` and not after ``end`` (batches never change)."""
-        until = BatchesCursor.from_json(end)
+        until = BatchesCursor.from_json(_cursor(end))
         with BatchApi(self.url, timeout=self.timeout) as api:
-            read = api.read(BatchesCursor.from_json(start))
+            read = api.read(BatchesCursor.from_json(_cursor(start)))
         kept = [b for b in read.batches if not until.is_new(b)]
         rejected = [r for r in read.rejects if r[0].rsplit("#", 1)[-1] in until.rejected]
         return iter(_batch_rows(kept, rejected))
