@@ -23,6 +23,8 @@ type across the JVM.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,17 @@ ENVELOPE_ARROW = pa.schema(
         ("reason", pa.string()),
     ]
 )
+
+
+def leave_sigint_to_the_driver() -> None:
+    """Ignore SIGINT in this Spark Python worker (call it from code that runs in workers).
+
+    A terminal's Ctrl-C reaches the whole process group, Spark's Python workers
+    included, and pyspark's worker turns it into KeyboardInterrupt: the current
+    micro-batch would fail. The driver stops the query between micro-batches instead.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def tagged(source: str, cursor: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +126,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     __test__ = False
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.log = RunLog(options["path"])
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
@@ -154,6 +168,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     @carried_iter
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, LogRange)
+        leave_sigint_to_the_driver()  # the reader was unpickled here: __init__ did not run
         for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes):
             columns = {c: lines.column(c) for c in ("file", "offset", "line")}
             yield fit(ENVELOPE_ARROW, columns, lines.num_rows, "test_runs")
@@ -177,6 +192,7 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """The students table by rowid."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.table = StudentsTable(options["path"])
         self.max_rows = int(options.get("maxRowsPerTrigger", "100000"))
         self.start = StudentsCursor.from_json(_start(options))
@@ -210,6 +226,7 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     @carried_iter
     def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
         assert isinstance(partition, StudentRange)
+        leave_sigint_to_the_driver()
         page = self.table.between(partition.after_id, partition.upto_id)
         if page is None:
             return
@@ -226,6 +243,7 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
     """The batch API, paged and de-duplicated by cursor on the driver."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.url = options["url"]
         self.timeout = float(options.get("timeout", "5"))
         self.start = BatchesCursor.from_json(_start(options))
