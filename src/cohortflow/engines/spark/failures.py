@@ -100,11 +100,15 @@ def explain(failure: BaseException) -> CohortflowError:
 
 
 def root_cause(text: str) -> EngineError:
-    """The innermost Python exception named in a py4j/JVM chain, as one line with a fix."""
+    """The root cause named in a py4j/JVM chain, as one line with a fix.
+
+    The first exception we know the fix of wins; else the innermost one named.
+    """
     causes = _PYTHON_ERROR.findall(text)
     if causes:
-        name, message = causes[-1]
-        fix = _FIXES.get(name, _VERBOSE)
-        return EngineError(f"the Spark query failed: {name}: {message.strip()[:300]}", fix)
+        name, message = next(((n, m) for n, m in causes if n in _FIXES), causes[-1])
+        return EngineError(
+            f"the Spark query failed: {name}: {message.strip()[:300]}", _FIXES.get(name, _VERBOSE)
+        )
     first = next((line.strip() for line in text.splitlines() if line.strip()), "no message")
     return EngineError(f"the Spark query failed: {first[:300]}", _VERBOSE)
