@@ -2,10 +2,12 @@
 
 One streaming query unions the three sources (Python Data Source readers that
 share the embedded engine's cursors) and writes each micro-batch through
-foreachBatch into the same warehouse apply. Parsing runs on the executors
-through the same :func:`cohortflow.parse.summarise_partition`; only the
-warehouse apply stays on the driver. Runs in ``local[*]`` here and on a
-cluster unchanged (``--spark-master spark://...`` or ``spark-submit``).
+foreachBatch into the same warehouse apply, one action per micro-batch
+(:mod:`.sink`). Parsing runs on the executors through the same
+:func:`cohortflow.parse.summarise_partition`; only the warehouse apply stays
+on the driver. Our errors keep their type across the JVM (:mod:`.failures`);
+a checkpoint is paired with its warehouse (:mod:`.guard`). Runs in
+``local[*]`` and on a cluster unchanged (``--spark-master spark://...``).
 """
 
 from __future__ import annotations
