@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,8 +25,16 @@ from cohortflow.warehouse import open_warehouse
 from common import Sizes, compare, generate, served, warehouse_answer
 
 
+def _cold(scratch: Path, name: str) -> Path:
+    """A warehouse path with nothing left from an earlier run (nor its checkpoint)."""
+    for leftover in scratch.glob(f"{name}.db*"):
+        leftover.unlink()
+    shutil.rmtree(scratch / f"{name}-checkpoint", ignore_errors=True)
+    return scratch / f"{name}.db"
+
+
 def _spark(data: Path, url: str, scratch: Path, name: str, env: dict[str, str], *extra: str) -> float:
-    warehouse, checkpoint = scratch / f"{name}.db", scratch / f"{name}-checkpoint"
+    warehouse, checkpoint = _cold(scratch, name), scratch / f"{name}-checkpoint"
     spark = ("--engine", "spark", "--spark-master", "local[2]", "--checkpoint", str(checkpoint), *extra)
     return engine_run(data, url, str(warehouse), *spark, env=env).wall_s
 
@@ -54,7 +63,7 @@ def main() -> None:
         generate(tiny, Sizes(20_000, 1_000, 50))
     with served(big) as sim:
         url = f"{sim.url}/batches"
-        out["embedded_s"] = engine_run(big, url, str(scratch / "embedded.db"), env=env).wall_s
+        out["embedded_s"] = engine_run(big, url, str(_cold(scratch, "embedded")), env=env).wall_s
         out["spark_s"] = _spark(big, url, scratch, "spark", env)
         compare(
             "spark",
