@@ -69,3 +69,12 @@ def test_an_unknown_failure_names_its_innermost_cause_and_points_at_verbose() ->
     error = explain(Exception(f"{JVM_NOISE}java.lang.OutOfMemoryError: Java heap space\n\tat x"))
     assert str(error).startswith("the Spark query failed: OutOfMemoryError: Java heap space")
     assert "--verbose" in str(error)
+
+
+def test_a_python_exception_raised_on_the_driver_is_named_with_its_fix() -> None:
+    class PySparkImportError(ImportError):
+        pass
+
+    error = explain(PySparkImportError("[PACKAGE_NOT_INSTALLED] Pandas >= 2.2.0 must be installed."))
+    assert "PySparkImportError: [PACKAGE_NOT_INSTALLED] Pandas >= 2.2.0 must be installed" in str(error)
+    assert str(error).endswith("pip install 'cohortflow[spark]'")

@@ -59,8 +59,10 @@ def build_session(master: str, app_name: str = "cohortflow") -> Any:
         .config("spark.executorEnv.COHORTFLOW_PARSE_THREADS", "1")  # one task per core already
         .getOrCreate()
     )
-    # A failure is reported as one line by the engine; the JVM's own trace only with --verbose.
-    spark.sparkContext.setLogLevel("WARN" if log.isEnabledFor(logging.DEBUG) else "OFF")
+    # A failure is reported as one line by the engine; the JVM's and py4j's traces only with --verbose.
+    verbose = log.isEnabledFor(logging.DEBUG)
+    spark.sparkContext.setLogLevel("WARN" if verbose else "OFF")
+    logging.getLogger("py4j").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     for source in SOURCES:
         spark.dataSource.register(source)
     return spark

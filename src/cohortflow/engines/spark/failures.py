@@ -95,7 +95,7 @@ def explain(failure: BaseException) -> CohortflowError:
     """A failed query as one of our errors: the carried one, else the root cause with its fix."""
     if isinstance(failure, CohortflowError):
         return failure
-    text = str(failure)
+    text = f"{type(failure).__name__}: {failure}"  # a Python exception's own name may be the root cause
     return recover(text) or root_cause(text)
 
 
