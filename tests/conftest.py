@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.support.pg"]
+pytest_plugins = ["tests.support.pg", "tests.support.spark"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CohortflowError as exc:
+            if ctx.meta.get("cohortflow.verbose"):
+                traceback.print_exception(exc)
             click.secho(f"cohortflow: {exc}", fg="red", err=True)
             sys.exit(1)
 
@@ -106,29 +109,28 @@ def _explicit(names: tuple[str, ...]) -> set[str]:
     type=click.FloatRange(min=0.05),
     help="Spark engine: micro-batch interval in follow mode.",
 )
-@click.option(
-    "--batches-reconcile-seconds",
+@config_option(
+    "batches_reconcile_seconds",
     type=click.FloatRange(min=0.0),
-    default=PipelineConfig.batches_reconcile_seconds,
-    show_default=True,
-    envvar="COHORTFLOW_BATCHES_RECONCILE_SECONDS",
     help="Period of the batch API's full re-listing (reconciliation).",
 )
-@click.option(
-    "--batches-gone-after",
+@config_option(
+    "batches_gone_after",
     type=click.IntRange(min=1),
-    default=PipelineConfig.batches_gone_after,
-    show_default=True,
-    envvar="COHORTFLOW_BATCHES_GONE_AFTER",
     help="A batch absent from this many consecutive full listings leaves the leaderboard.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def run(engine: str, quiet: bool, **options: Any) -> None:
+@click.option("--verbose", is_flag=True, help="Debug logging, and the full trace of a failure.")
+def run(engine: str, quiet: bool, verbose: bool, **options: Any) -> None:
     """Ingest the three sources into the warehouse, exactly once."""
     from cohortflow.console import backfill_progress
     from cohortflow.engines import make_engine
     from cohortflow.sources.batch_http import validate_url
     from cohortflow.tickmetrics import TickRecorder, all_of
+
+    if verbose:
+        click.get_current_context().meta["cohortflow.verbose"] = True
+        logging.getLogger("cohortflow").setLevel(logging.DEBUG)
 
     config = _config(**options)
     validate_url(config.batches_url)  # a typo fails here, at once, not after 30 s of retries

@@ -46,6 +46,10 @@ def with_recorded_sources(
     return replace(config, **{**found, **paths})
 
 
+WRITER_KEY = "meta:last_writer"  # "embedded" or "spark:<query id>": who committed last
+WAREHOUSE_ID_KEY = "meta:warehouse_id"  # a Spark checkpoint records it, to refuse another warehouse's
+
+
 @dataclass(frozen=True)
 class Cursors:
     """Where each source was read up to, as committed in the warehouse."""

@@ -24,44 +24,11 @@ from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 from tests.helpers import expected, generate, snapshot
 from tests.naive import Upto, recompute
+from tests.support.pipeline import MESSY, assert_matches_recompute, catch_up, pipeline_cmd
 from tests.support.wait import wait_until
 
 HISTORY = ("--history-batches", "130", "--history-students", "900", "--history-test-runs", "40000")
 SMALL = ("--history-batches", "3", "--history-students", "40")
-MESSY = ("--dirty-rate", "0.02", "--unknown-student-rate", "0.05")
-
-
-def pipeline_cmd(data: Path, url: str, warehouse: str, *extra: str) -> list[str]:
-    return [
-        *(sys.executable, "-m", "cohortflow", "run", "--quiet"),
-        *("--students-db", str(data / "students.db"), "--test-runs-log", str(data / "test_runs.log")),
-        *("--batches-url", f"{url}/batches", "--warehouse", warehouse),
-        *extra,
-    ]
-
-
-def catch_up(data: Path, url: str, warehouse: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run `cohortflow run --once` to the end of the sources."""
-    return subprocess.run(
-        pipeline_cmd(data, url, warehouse, "--once", *extra),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def assert_matches_recompute(data: Path, url: str, warehouse: str) -> None:
-    model = recompute(data, f"{url}/batches")
-    with open_warehouse(warehouse) as wh:
-        got = snapshot(wh)
-    want = expected(model)
-    assert len(want["batches"]) > 0 and len(want["students"]) > 0
-    assert got["batches"] == want["batches"]
-    assert got["students"] == want["students"]
-    assert got["lessons"] == want["lessons"]
-    got_runs = {reason: n for (source, reason), n in got["quarantine"].items() if source == "test_runs"}
-    assert got_runs == model.rejects
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -39,6 +39,7 @@ from cohortflow.state import (
     BATCHES_KEY,
     LOG_KEY,
     STUDENTS_KEY,
+    WRITER_KEY,
     Cursors,
     OnCommit,
     TickStats,
@@ -262,6 +263,7 @@ class EmbeddedEngine:
         self, tx: Transaction, reads: _Reads, stats: TickStats, stop: threading.Event | None
     ) -> Cursors:
         cursors = self.cursors
+        tx.set_state(WRITER_KEY, "embedded")  # a Spark checkpoint refuses a warehouse written since
         # The log's first chunk parses on the worker while batches and students are staged here.
         parsed = self._parser.submit(self._parse, reads.chunk) if reads.chunk is not None else None
         if reads.batches is not None:

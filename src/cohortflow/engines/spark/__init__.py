@@ -2,28 +2,37 @@
 
 One streaming query unions the three sources (Python Data Source readers that
 share the embedded engine's cursors) and writes each micro-batch through
-foreachBatch into the same warehouse apply. Parsing runs on the executors
-through the same :func:`cohortflow.parse.summarise_partition`; only the
-warehouse apply stays on the driver. Runs in ``local[*]`` here and on a
-cluster unchanged (``--spark-master spark://...`` or ``spark-submit``).
+foreachBatch into the same warehouse apply, one action per micro-batch
+(:mod:`.sink`). Parsing runs on the executors through the same
+:func:`cohortflow.parse.summarise_partition`; only the warehouse apply stays
+on the driver. Our errors keep their type across the JVM (:mod:`.failures`);
+a checkpoint is paired with its warehouse (:mod:`.guard`). Runs in
+``local[*]`` and on a cluster unchanged (``--spark-master spark://...``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pyspark  # noqa: F401 - fail here, at engine choice, when the [spark] extra is missing
 
 from cohortflow.config import PipelineConfig
-from cohortflow.errors import EngineError
+from cohortflow.engines.spark.failures import explain
+from cohortflow.engines.spark.guard import claim
+from cohortflow.engines.spark.sink import STATE_KEYS, WarehouseSink
+from cohortflow.errors import CohortflowError, SourceReset
 from cohortflow.state import OnCommit, TickStats
 from cohortflow.warehouse import open_warehouse
 
@@ -50,7 +59,10 @@ def build_session(master: str, app_name: str = "cohortflow") -> Any:
         .config("spark.executorEnv.POLARS_MAX_THREADS", "1")  # the parse's threads: one task per core already
         .getOrCreate()
     )
-    spark.sparkContext.setLogLevel("ERROR")
+    # A failure is reported as one line by the engine; the JVM's and py4j's traces only with --verbose.
+    verbose = log.isEnabledFor(logging.DEBUG)
+    spark.sparkContext.setLogLevel("WARN" if verbose else "OFF")
+    logging.getLogger("py4j").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     for source in SOURCES:
         spark.dataSource.register(source)
     return spark
@@ -61,24 +73,25 @@ class SparkEngine:
 
     def __init__(self, config: PipelineConfig, on_commit: OnCommit | None = None) -> None:
         self.config = config
-        self.on_commit = on_commit  # TODO(spark): call it per applied micro-batch
+        self.on_commit = on_commit
         self.checkpoint = Path(config.checkpoint).resolve()
         self.totals = TickStats()
 
     def run(self, stop: threading.Event | None = None) -> TickStats:
-        """Run until caught up (``once``) or stopped; raise EngineError on a failed query."""
+        """Run until caught up (``once``) or stopped; raise our error (by type) on a failed query."""
         stop = stop or threading.Event()
-        spark = build_session(self.config.spark_master)
+        with _our_signal_handlers():
+            spark = build_session(self.config.spark_master)
         try:
             while True:
                 failure = self._run_query(spark, stop)
                 if failure is None:
                     return self.totals
-                if "was reset" in failure and self.config.on_reset == "restart":
-                    log.warning("%s; --on-reset restart: rebuilding from scratch", failure)
+                if isinstance(failure, SourceReset) and self.config.on_reset == "restart":
+                    log.warning("%s; --on-reset restart: rebuilding from scratch", failure.message)
                     self._start_over()
                     continue
-                raise EngineError(failure)
+                raise failure
         finally:
             spark.stop()
 
@@ -89,13 +102,12 @@ class SparkEngine:
             warehouse.wipe()
         shutil.rmtree(self.checkpoint, ignore_errors=True)
 
-    def _run_query(self, spark: Any, stop: threading.Event) -> str | None:
+    def _run_query(self, spark: Any, stop: threading.Event) -> CohortflowError | None:
         from pyspark.errors import StreamingQueryException
 
-        from cohortflow.engines.spark.sink import WarehouseSink
-
-        sink = WarehouseSink(self.config, self.checkpoint, self.totals)
+        sink = WarehouseSink(self.config, self.checkpoint, self.totals, self.on_commit)
         try:
+            claim(self.checkpoint, sink.warehouse)
             query = self._start(spark, sink)
             with suppress(StreamingQueryException):  # a failure is read from query.exception()
                 while query.isActive and not stop.is_set():
@@ -107,29 +119,29 @@ class SparkEngine:
             sink.close()
         if error is None:
             return None
-        return _explain(str(error))
+        failure = sink.failure or explain(error)
+        failure.__cause__ = sink.trace or error  # the full chain, printed with --verbose
+        return failure
 
-    def _start(self, spark: Any, sink: Any) -> Any:
-        config = self.config
-        log_df = (
-            spark.readStream.format("cohortflow_test_runs")
+    def _start(self, spark: Any, sink: WarehouseSink) -> Any:
+        config, state = self.config, sink.warehouse.state()
+        cursors = {name: json.dumps(state[key]) for name, key in STATE_KEYS.items() if key in state}
+        frames = [
+            _read(spark, "cohortflow_test_runs", cursors.get("test_runs"))
             .option("path", str(config.test_runs_log))
             .option("maxBytesPerTrigger", str(config.txn_bytes))
             .option("chunkBytes", str(config.chunk_bytes))
-            .load()
-        )
-        students_df = (
-            spark.readStream.format("cohortflow_students").option("path", str(config.students_db)).load()
-        )
-        batches_df = (
-            spark.readStream.format("cohortflow_batches")
+            .load(),
+            _read(spark, "cohortflow_students", cursors.get("students"))
+            .option("path", str(config.students_db))
+            .load(),
+            _read(spark, "cohortflow_batches", cursors.get("batches"))
             .option("url", config.batches_url)
             .option("timeout", str(config.http_timeout))
-            .load()
-        )
+            .load(),
+        ]
         writer = (
-            log_df.unionByName(students_df)
-            .unionByName(batches_df)
+            functools.reduce(lambda a, b: a.unionByName(b), frames)
             .writeStream.foreachBatch(sink)
             .option("checkpointLocation", str(self.checkpoint))
             .queryName("cohortflow")
@@ -140,24 +152,33 @@ class SparkEngine:
         return writer.trigger(**trigger).start()
 
 
+def _read(spark: Any, source: str, start_cursor: str | None) -> Any:
+    """A stream reader of ``source``; a fresh checkpoint starts at the warehouse's cursor."""
+    reader = spark.readStream.format(source)
+    return reader.option("startCursor", start_cursor) if start_cursor else reader
+
+
+@contextmanager
+def _our_signal_handlers() -> Iterator[None]:
+    """Keep the caller's SIGINT/SIGTERM handlers across the session's start.
+
+    SparkContext replaces SIGINT's with one that cancels jobs through py4j from
+    inside a signal handler (a reentrant call) and raises KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _stop_between_batches(query: Any, patience: float = 60.0) -> None:
     """Let a running micro-batch finish its commit, then stop (a stop mid-batch is only replayed)."""
     deadline = time.monotonic() + patience
     while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
         time.sleep(0.05)
     query.stop()
-
-
-def _explain(text: str) -> str:
-    """The first line that says what went wrong, without the JVM stack."""
-    for marker in (
-        "SourceReset:",
-        "SourceError:",
-        "SourceUnavailable:",
-        "WarehouseError:",
-        "WarehouseLocked:",
-    ):
-        if marker in text:
-            return text.split(marker, 1)[1].strip().splitlines()[0]
-    first = next((line for line in text.splitlines() if line.strip()), text)
-    return f"the Spark query failed: {first[:500]}"

@@ -11,10 +11,20 @@ micro-batch covers every source in one warehouse transaction.
   directory of rotated files would extend.
 - ``cohortflow_students``: a rowid range of the students table.
 - ``cohortflow_batches``: the batch API, read on the driver by cursor.
+
+Each offset is tagged with its source's name (``{"source": ..., "cursor": ...}``),
+so the sink can tell them apart in the checkpoint; a new checkpoint starts
+from the warehouse's committed cursors (option ``startCursor``), so either
+engine can pick up where the other stopped. Readers raise our errors as
+:class:`~cohortflow.engines.spark.failures.CarriedError` so they keep their
+type across the JVM.
 """
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +44,7 @@ from pyspark.sql.streaming.datasource import (
     SupportsTriggerAvailableNow,
 )
 
+from cohortflow.engines.spark.failures import carried, carried_iter
 from cohortflow.sources import BatchApi, BatchesCursor, LogCursor, RunLog, StudentsCursor, StudentsTable
 
 ENVELOPE = (
@@ -56,16 +67,46 @@ ENVELOPE_ARROW = pa.schema(
 )
 
 
-def _envelope(source: str, columns: dict[str, pa.Array], rows: int) -> pa.RecordBatch:
+def leave_sigint_to_the_driver() -> None:
+    """Ignore SIGINT in this Spark Python worker (call it from code that runs in workers).
+
+    A terminal's Ctrl-C reaches the whole process group, Spark's Python workers
+    included, and pyspark's worker turns it into KeyboardInterrupt: the current
+    micro-batch would fail. The driver stops the query between micro-batches instead.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def tagged(source: str, cursor: dict[str, Any]) -> dict[str, Any]:
+    """A source's offset: its cursor, tagged with the source's name."""
+    return {"source": source, "cursor": cursor}
+
+
+def _cursor(offset: dict[str, Any]) -> dict[str, Any]:
+    cursor: dict[str, Any] = offset["cursor"]
+    return cursor
+
+
+def _start(options: Mapping[str, str]) -> dict[str, Any] | None:
+    """The cursor a fresh checkpoint starts from (the warehouse's committed one), if any."""
+    text = options.get("startCursor")
+    return json.loads(text) if text else None
+
+
+def fit(
+    schema: pa.Schema, columns: Mapping[str, pa.Array], rows: int, source: str | None = None
+) -> pa.RecordBatch:
+    """Columns cast into ``schema``, missing ones null; ``source`` (if given) fills the source column."""
     arrays = [
         pa.array([source] * rows, pa.string())
-        if field.name == "source"
+        if field.name == "source" and source is not None
         else columns[field.name].cast(field.type)
         if field.name in columns
         else pa.nulls(rows, field.type)
-        for field in ENVELOPE_ARROW
+        for field in schema
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_ARROW)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 @dataclass
@@ -86,34 +127,41 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     __test__ = False
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.log = RunLog(options["path"])
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
         self.chunk_bytes = int(options.get("chunkBytes", str(16 << 20)))
+        self.start = LogCursor.from_json(_start(options))
         self.target: LogCursor | None = None
 
     def initialOffset(self) -> dict[str, Any]:
-        return LogCursor().to_json()
+        return tagged("test_runs", self.start.to_json())
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxBytes(self.max_bytes) if self.max_bytes > 0 else ReadAllAvailable()
 
+    @carried
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = self.log.end()
 
+    @carried
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        cursor = LogCursor.from_json(start)
+        return tagged("test_runs", self._latest(LogCursor.from_json(_cursor(start)), limit).to_json())
+
+    def _latest(self, cursor: LogCursor, limit: ReadLimit) -> LogCursor:
         budget = limit.max_bytes if isinstance(limit, ReadMaxBytes) else None
         if self.target is not None:
             if self.log.reached(cursor, self.target):
-                return cursor.to_json()
+                return cursor
             if cursor.identity == self.target.identity:
                 remaining = self.target.offset - cursor.offset
                 budget = remaining if budget is None else min(budget, remaining)
-        return self.log.aligned_end(cursor, budget).to_json()
+        return self.log.aligned_end(cursor, budget)
 
+    @carried
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
-        first, last = LogCursor.from_json(start), LogCursor.from_json(end)
+        first, last = LogCursor.from_json(_cursor(start)), LogCursor.from_json(_cursor(end))
         # Offsets compare across a copy (copytruncate: same bytes); a move to the next file
         # ends at its offset 0, so it has no lines in between.
         if last.offset <= first.offset:
@@ -121,13 +169,14 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         cuts = self.log.cut_points(first.offset, last.offset, self.part_bytes, at=last)
         return [LogRange(s, e, last.to_json()) for s, e in cuts]
 
+    @carried_iter
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, LogRange)
+        leave_sigint_to_the_driver()  # the reader was unpickled here: __init__ did not run
         at = LogCursor.from_json(partition.file)
         for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes, at=at):
-            yield _envelope(
-                "test_runs", {c: lines.column(c) for c in ("file", "offset", "line")}, lines.num_rows
-            )
+            columns = {c: lines.column(c) for c in ("file", "offset", "line")}
+            yield fit(ENVELOPE_ARROW, columns, lines.num_rows, "test_runs")
 
     def commit(self, end: dict[str, Any]) -> None:
         """Nothing to clean up: the log is never ours to delete."""
@@ -148,34 +197,41 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """The students table by rowid."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.table = StudentsTable(options["path"])
         self.max_rows = int(options.get("maxRowsPerTrigger", "100000"))
+        self.start = StudentsCursor.from_json(_start(options))
         self.target: int | None = None
 
     def initialOffset(self) -> dict[str, Any]:
-        return StudentsCursor().to_json()
+        return tagged("students", self.start.to_json())
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxRows(self.max_rows)
 
+    @carried
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = self.table.max_id()
 
+    @carried
     def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:
-        cursor = StudentsCursor.from_json(start)
+        cursor = StudentsCursor.from_json(_cursor(start))
         rows = limit.max_rows if isinstance(limit, ReadMaxRows) else self.max_rows
         if self.target is not None:
             rows = min(rows, self.target - cursor.last_id)
             if rows <= 0:
-                return cursor.to_json()
-        return self.table.latest(cursor, rows).to_json()
+                return tagged("students", cursor.to_json())
+        return tagged("students", self.table.latest(cursor, rows).to_json())
 
     def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> list[InputPartition]:
-        first, last = StudentsCursor.from_json(start).last_id, StudentsCursor.from_json(end).last_id
+        first = StudentsCursor.from_json(_cursor(start)).last_id
+        last = StudentsCursor.from_json(_cursor(end)).last_id
         return [StudentRange(first, last)] if last > first else []
 
+    @carried_iter
     def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
         assert isinstance(partition, StudentRange)
+        leave_sigint_to_the_driver()
         page = self.table.between(partition.after_id, partition.upto_id)
         if page is None:
             return
@@ -192,8 +248,10 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
     """The batch API, paged and de-duplicated by cursor on the driver."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
+        leave_sigint_to_the_driver()
         self.url = options["url"]
         self.timeout = float(options.get("timeout", "5"))
+        self.start = BatchesCursor.from_json(_start(options))
 
     def prepareForTriggerAvailableNow(self) -> None:
         """Nothing to pin: every read already pages to the API's current end.
@@ -203,18 +261,20 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
         """
 
     def initialOffset(self) -> dict[str, Any]:
-        return BatchesCursor().to_json()
+        return tagged("batches", self.start.to_json())
 
+    @carried
     def read(self, start: dict[str, Any]) -> tuple[Iterator[tuple[Any, ...]], dict[str, Any]]:
         with BatchApi(self.url, timeout=self.timeout) as api:
-            read = api.read(BatchesCursor.from_json(start))
-        return iter(_batch_rows(read.batches, read.rejects)), read.cursor.to_json()
+            read = api.read(BatchesCursor.from_json(_cursor(start)))
+        return iter(_batch_rows(read.batches, read.rejects)), tagged("batches", read.cursor.to_json())
 
+    @carried
     def readBetweenOffsets(self, start: dict[str, Any], end: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         """Replay: what was new after ``start`` and not after ``end`` (batches never change)."""
-        until = BatchesCursor.from_json(end)
+        until = BatchesCursor.from_json(_cursor(end))
         with BatchApi(self.url, timeout=self.timeout) as api:
-            read = api.read(BatchesCursor.from_json(start))
+            read = api.read(BatchesCursor.from_json(_cursor(start)))
         kept = [b for b in read.batches if not until.is_new(b)]
         rejected = [r for r in read.rejects if r[0].rsplit("#", 1)[-1] in until.rejected]
         return iter(_batch_rows(kept, rejected))
