@@ -119,6 +119,16 @@ def test_students_are_read_in_pages_with_unicode_intact(tmp_path: Path) -> None:
     assert cursor.last_id == 5
 
 
+def test_an_idle_students_table_is_read_again_from_a_rewound_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "students.db"
+    _students_db(path, ["Ada", "Grace"])
+    table = StudentsTable(path, recheck_seconds=3600)  # the idle shortcut holds all test long
+    page = table.read(StudentsCursor())
+    assert page is not None and table.read(page.cursor) is None  # idle now, file unchanged
+    again = table.read(StudentsCursor())  # a rebuild (--on-reset restart) starts over
+    assert again is not None and [s.name for s in again.students] == ["Ada", "Grace"]
+
+
 def test_students_reset_is_detected(tmp_path: Path) -> None:
     path = tmp_path / "students.db"
     _students_db(path, ["a", "b", "c"])

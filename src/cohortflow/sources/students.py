@@ -77,7 +77,7 @@ class StudentsTable:
         self.busy_ms = busy_ms
         self.recheck_seconds = recheck_seconds
         self.on_cursor_row_changed: CursorRowHandler = self._cursor_row_reset
-        self._idle_at: tuple[object, ...] | None = None
+        self._idle_at: tuple[object, ...] | None = None  # (cursor, file fingerprint) of an empty read
         self._idle_since = 0.0
 
     def check(self, *, must_exist: bool = False) -> None:
@@ -112,7 +112,10 @@ class StudentsTable:
         return (stat.st_ino, stat.st_size, counter, wal_state)
 
     def _still_idle(self, fingerprint: tuple[object, ...] | None) -> bool:
-        """True when nothing was committed since a read that found no new students."""
+        """True when nothing was committed since a read that found no new students.
+
+        The key holds the cursor too: after a rebuild (the cursor back at 0) the table is read again.
+        """
         recent = time.monotonic() - self._idle_since < self.recheck_seconds
         return fingerprint is not None and fingerprint == self._idle_at and recent
 
@@ -156,7 +159,8 @@ class StudentsTable:
 
     def read(self, cursor: StudentsCursor) -> StudentsPage | None:
         """Students with id above the cursor (one page), or None when there are none."""
-        fingerprint = self.fingerprint()  # taken before the query: a later commit changes it
+        file = self.fingerprint()  # taken before the query: a later commit changes it
+        fingerprint = None if file is None else (cursor, *file)
         if self._still_idle(fingerprint):
             return None
         with self.session() as conn:
