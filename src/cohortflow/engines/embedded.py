@@ -31,8 +31,8 @@ from cohortflow.sources import (
     StudentsTable,
 )
 from cohortflow.sources.batches import BatchesRead, BatchListing
+from cohortflow.sources.logcursor import LogChunk
 from cohortflow.sources.prefetch import BatchPrefetcher
-from cohortflow.sources.runlog import LogChunk
 from cohortflow.sources.student_changes import StudentChangeDetector, StudentChanges
 from cohortflow.sources.students import StudentsPage
 from cohortflow.state import (

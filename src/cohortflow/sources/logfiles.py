@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cohortflow.errors import SourceError
 
+HEAD_BYTES = 4096  # how much of a file identifies it (its head hash)
 EMPTY_SETTLE_NS = 2_000_000_000
 """An empty rotated file younger than this may be a copy still being made: wait for it."""
 STABLE_SCANS = 50
@@ -176,3 +177,33 @@ def last_newline_end(fd: int, low: int, high: int) -> int:
             return begin + newline + 1
         position = begin
     return low
+
+
+@dataclass
+class OpenFile:
+    """The file the cursor reads, held open so a rename or an unlink cannot take it away."""
+
+    fd: int
+    identity: tuple[int, int]
+    name: str
+
+
+def same_start(fd: int, path: Path) -> bool:
+    """Whether the file at ``path`` starts with the same bytes as ours (as far as both go)."""
+    with opened(path) as other:
+        if other is None:
+            return False
+        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other).st_size)
+        return length > 0 and os.pread(fd, length, 0) == os.pread(other, length, 0)
+
+
+def open_if(path: Path, identity: tuple[int, int]) -> OpenFile | None:
+    """Open ``path`` if it is (still) the file with this identity."""
+    fd = open_fd(path)
+    if fd is None:
+        return None
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino) == identity:
+        return OpenFile(fd, identity, str(path))
+    os.close(fd)
+    return None

@@ -26,73 +26,30 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from cohortflow.errors import ConfigError, SourceError, SourceReset
 from cohortflow.parse import LINE_LIMIT, split_lines
 from cohortflow.sources import logfiles
-from cohortflow.sources.logfiles import LogFile, find_newline, head_sha, last_newline_end, opened
+from cohortflow.sources.logcursor import LogChunk, LogCursor
+from cohortflow.sources.logfiles import (
+    LogFile,
+    OpenFile,
+    find_newline,
+    head_sha,
+    last_newline_end,
+    opened,
+)
 
-HEAD_BYTES = 4096
 OPEN_ATTEMPTS = 3
 # A line without a newline in this many bytes is too long whatever follows: it is read
 # as a stand-in of its first LINE_LIMIT + 1 bytes (the parse quarantines it as line_too_long).
 _LINE_READ_LIMIT = LINE_LIMIT + 2
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LogCursor:
-    """Where the log was read up to, and which file that offset belongs to."""
-
-    offset: int = 0
-    device: int | None = None
-    inode: int | None = None
-    head_len: int = 0
-    head_sha: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON for pipeline_state."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> LogCursor:
-        """Rebuild from pipeline_state (None means: from the start)."""
-        return cls(**data) if data else cls()
-
-    @property
-    def identity(self) -> tuple[int, int] | None:
-        """Device and inode of the file this cursor reads, once it reads one."""
-        return None if self.device is None or self.inode is None else (self.device, self.inode)
-
-
-@dataclass(frozen=True)
-class LogChunk:
-    """Complete lines read in one go, and the cursor just past them.
-
-    A line too long to hold is cut to a stand-in of ``LINE_LIMIT + 1`` bytes,
-    still too long for the parse, which quarantines it as ``line_too_long``.
-    ``file`` is the name the lines were read under (a rotated file's own name).
-    """
-
-    lines: pa.RecordBatch
-    consumed: int
-    cursor: LogCursor
-    file: str = ""
-
-
-@dataclass
-class _Open:
-    """The file the cursor reads, held open so a rename or an unlink cannot take it away."""
-
-    fd: int
-    identity: tuple[int, int]
-    name: str
 
 
 class RunLog:
@@ -105,7 +62,7 @@ class RunLog:
         self.name = str(self.path)
         self.missing_since: float | None = None
         """Since when (epoch seconds) neither the log nor the file the cursor names can be found."""
-        self._open: _Open | None = None
+        self._open: OpenFile | None = None
 
     @property
     def waiting(self) -> bool:
@@ -245,7 +202,7 @@ class RunLog:
 
     # -- which file, and is it still ours ---------------------------------------------------
 
-    def _locate(self, cursor: LogCursor) -> tuple[_Open, LogCursor] | None:
+    def _locate(self, cursor: LogCursor) -> tuple[OpenFile, LogCursor] | None:
         """The open file the cursor reads (after a copytruncate: the copy); None while missing."""
         if cursor.identity is None:
             opened = self._hold_oldest()
@@ -269,7 +226,7 @@ class RunLog:
             return
         self._reset(cursor, "it was replaced by another file (ours is under no name in its directory)")
 
-    def _copy_of(self, cursor: LogCursor, stat: os.stat_result) -> tuple[_Open, LogCursor] | None:
+    def _copy_of(self, cursor: LogCursor, stat: os.stat_result) -> tuple[OpenFile, LogCursor] | None:
         """After copytruncate: the copy that starts with our first bytes, read on from our offset."""
         files = logfiles.scan(self.path)
         copies = [
@@ -292,21 +249,21 @@ class RunLog:
         log.info("`%s` was copied and truncated; reading the rest from `%s`", self.name, opened.name)
         return opened, replace(cursor, device=copy.device, inode=copy.inode)
 
-    def _hold(self, identity: tuple[int, int]) -> _Open | None:
+    def _hold(self, identity: tuple[int, int]) -> OpenFile | None:
         """Open (or keep open) the file with this identity: at the path, or rotated beside it."""
         if self._open is not None and self._open.identity == identity:
             return self._open
         self.close()
         for _ in range(OPEN_ATTEMPTS):  # a rotation may rename it between our listing and our open
             for path in (self.path, *(f.path for f in logfiles.scan(self.path) if f.identity == identity)):
-                opened = _open_if(path, identity)
+                opened = logfiles.open_if(path, identity)
                 if opened is not None:
                     self._open = opened
                     self.missing_since = None
                     return opened
         return None
 
-    def _hold_oldest(self) -> _Open | None:
+    def _hold_oldest(self) -> OpenFile | None:
         files = [f for f in logfiles.scan(self.path) if f.size > 0 or f.live]
         if not files:
             self._wait_for_it()
@@ -317,24 +274,24 @@ class RunLog:
         if self.missing_since is None:  # the engine reports it (health: waiting)
             self.missing_since = time.time()
 
-    def _in_directory(self, opened: _Open) -> bool:
+    def _in_directory(self, opened: OpenFile) -> bool:
         """Whether the file is the log or one of its rotated names (held open is not enough)."""
         for _ in range(OPEN_ATTEMPTS):  # a listing during a rotation's renames may miss it once
             if self._is_live(opened) or logfiles.find(logfiles.scan(self.path), opened.identity):
                 return True
         return False
 
-    def _is_live(self, opened: _Open) -> bool:
+    def _is_live(self, opened: OpenFile) -> bool:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             return False
         return (stat.st_dev, stat.st_ino) == opened.identity
 
-    def _next_file(self, opened: _Open) -> LogFile | None:
+    def _next_file(self, opened: OpenFile) -> LogFile | None:
         return logfiles.successor(logfiles.scan(self.path), self._as_listed(opened))
 
-    def _as_listed(self, opened: _Open) -> LogFile:
+    def _as_listed(self, opened: OpenFile) -> LogFile:
         stat = os.fstat(opened.fd)
         return LogFile(
             Path(opened.name), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, live=False
@@ -342,10 +299,10 @@ class RunLog:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _move_on(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+    def _move_on(self, opened: OpenFile, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         """Our file was rotated and is drained: once the writer has moved on, follow it."""
         nxt = self._next_file(opened)
-        if nxt is None or _same_start(opened.fd, nxt.path):
+        if nxt is None or logfiles.same_start(opened.fd, nxt.path):
             return None  # nothing yet, or ours is a copy still being made of it (copytruncate)
         # The next file has other data, so the writer is done with ours: its size now is final.
         chunk = self._read_open(opened, cursor, max_bytes) or self._last_fragment(opened, cursor)
@@ -362,11 +319,11 @@ class RunLog:
         log.info("`%s` was rotated; following on in `%s`", self.name, following.name)
         return chunk
 
-    def _read_open(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+    def _read_open(self, opened: OpenFile, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         chunk = self._read_at(opened, cursor, max_bytes)
         return chunk if chunk is None or self._intact(opened, cursor, chunk) else None
 
-    def _intact(self, opened: _Open, cursor: LogCursor, chunk: LogChunk) -> bool:
+    def _intact(self, opened: OpenFile, cursor: LogCursor, chunk: LogChunk) -> bool:
         """Whether the file still is what we read (a copytruncate may land during a read).
 
         If not, the read is dropped; the next one finds the copy and reads it from there.
@@ -376,7 +333,7 @@ class RunLog:
             size >= cursor.offset + chunk.consumed and head_sha(opened.fd, cursor.head_len) == cursor.head_sha
         )
 
-    def _read_at(self, opened: _Open, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
+    def _read_at(self, opened: OpenFile, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         fd = opened.fd
         stat = os.fstat(fd)
         available = stat.st_size - cursor.offset
@@ -397,7 +354,7 @@ class RunLog:
             return None
         return self._oversized(opened, stat, cursor, data, line_end - cursor.offset)
 
-    def _last_fragment(self, opened: _Open, cursor: LogCursor) -> LogChunk | None:
+    def _last_fragment(self, opened: OpenFile, cursor: LogCursor) -> LogChunk | None:
         """The unterminated tail of a file the writer left: its last line, as it will stay."""
         stat = os.fstat(opened.fd)
         size = stat.st_size - cursor.offset
@@ -411,7 +368,7 @@ class RunLog:
         return chunk if self._intact(opened, cursor, chunk) else None
 
     def _oversized(
-        self, opened: _Open, stat: os.stat_result, cursor: LogCursor, data: bytes, consumed: int
+        self, opened: OpenFile, stat: os.stat_result, cursor: LogCursor, data: bytes, consumed: int
     ) -> LogChunk:
         stand_in = _lines(data[:_LINE_READ_LIMIT], cursor.offset, opened.name)
         advanced = self._advance(opened.fd, stat, cursor, consumed)
@@ -421,7 +378,7 @@ class RunLog:
         self, fd: int, stat: os.stat_result, cursor: LogCursor, consumed: int, data: bytes | None = None
     ) -> LogCursor:
         offset = cursor.offset + consumed
-        head_len = min(offset, HEAD_BYTES)
+        head_len = min(offset, logfiles.HEAD_BYTES)
         same_file = cursor.identity == (stat.st_dev, stat.st_ino)
         if same_file and head_len == cursor.head_len:
             sha = cursor.head_sha
@@ -439,24 +396,3 @@ def _lines(data: bytes, offset: int, file: str) -> pa.RecordBatch:
     """One line (or its stand-in: the first LINE_LIMIT + 1 bytes) as a batch."""
     body = data.removesuffix(b"\n")[: LINE_LIMIT + 1]
     return split_lines(body + b"\n", offset, file)
-
-
-def _same_start(fd: int, path: Path) -> bool:
-    """Whether the file at ``path`` starts with the same bytes as ours (as far as both go)."""
-    with opened(path) as other:
-        if other is None:
-            return False
-        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other).st_size)
-        return length > 0 and os.pread(fd, length, 0) == os.pread(other, length, 0)
-
-
-def _open_if(path: Path, identity: tuple[int, int]) -> _Open | None:
-    """Open ``path`` if it is (still) the file with this identity."""
-    fd = logfiles.open_fd(path)
-    if fd is None:
-        return None
-    stat = os.fstat(fd)
-    if (stat.st_dev, stat.st_ino) == identity:
-        return _Open(fd, identity, str(path))
-    os.close(fd)
-    return None
