@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from cohortflow.cli import main
 from cohortflow.simulator.process import SimulatorProcess
-from tests.engines.test_embedded import catch_up
 from tests.helpers import generate
+from tests.support.pipeline import catch_up
 
 HOSTILE = [
     "[/] unbalanced [/bold]",

@@ -22,8 +22,8 @@ from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.state import LOG_KEY
 from cohortflow.warehouse import open_warehouse
 from tests.dashboard.support import ARTIFACTS, DashboardProcess, chromium, screenshot
-from tests.engines.test_embedded import catch_up, pipeline_cmd
 from tests.helpers import generate
+from tests.support.pipeline import catch_up, pipeline_cmd
 from tests.support.wait import wait_until
 
 HOSTILE = ("<script>alert(1)</script>", "[/bold]", "<b>bold</b> & co")

@@ -13,11 +13,11 @@ from cohortflow.errors import CohortflowError
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.state import Cursors
 from cohortflow.warehouse import open_warehouse
-from tests.engines.test_embedded import assert_matches_recompute, catch_up, pipeline_cmd
 from tests.helpers import generate
+from tests.support.pipeline import assert_matches_recompute, catch_up, pipeline_cmd
 
 HISTORY = ("--seed", "4", "--history-batches", "200", "--history-students", "3000")
-INTERVAL = ("--commit-seconds", "0.5", "--chunk-bytes", str(1 << 20))
+INTERVAL = ("--commit-seconds", "0.2", "--chunk-bytes", str(256 << 10))
 
 
 def committed_offset(warehouse: Path) -> int:
@@ -46,7 +46,7 @@ def await_commits(proc: subprocess.Popen[bytes], warehouse: Path, after: int, co
 @pytest.mark.slow
 def test_kill_9_during_a_backfill_keeps_the_committed_intervals(tmp_path: Path) -> None:
     data, warehouse = tmp_path / "data", tmp_path / "warehouse.db"
-    generate(data, *HISTORY, "--history-test-runs", "1000000")
+    generate(data, *HISTORY, "--history-test-runs", "3000000")  # outlasts 5 kills at any parse speed
     log_size = (data / "test_runs.log").stat().st_size
     progress = [0]
     rng = random.Random(20261201)
@@ -56,7 +56,7 @@ def test_kill_9_during_a_backfill_keeps_the_committed_intervals(tmp_path: Path) 
                 pipeline_cmd(data, sim.url, str(warehouse), "--once", *INTERVAL), stderr=subprocess.DEVNULL
             )
             offset = await_commits(proc, warehouse, progress[-1], commits=1)
-            time.sleep(rng.uniform(0.0, 0.5))  # then kill at any moment of the next interval
+            time.sleep(rng.uniform(0.0, 0.2))  # then kill at any moment of the next interval
             proc.kill()  # SIGKILL mid-backfill
             proc.wait()
             progress.append(committed_offset(warehouse))

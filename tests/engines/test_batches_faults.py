@@ -23,9 +23,9 @@ from cohortflow.health import health_key
 from cohortflow.simulator.faults import KINDS
 from cohortflow.simulator.process import FaultProxyProcess, SimulatorProcess
 from cohortflow.warehouse import open_warehouse
-from tests.engines.test_embedded import pipeline_cmd
 from tests.helpers import expected, generate, snapshot
 from tests.naive import recompute
+from tests.support.pipeline import pipeline_cmd
 from tests.support.wait import wait_until
 
 HISTORY = ("--history-batches", "260", "--history-students", "300", "--history-test-runs", "3000")

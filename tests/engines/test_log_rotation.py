@@ -22,8 +22,8 @@ from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.sources import LogCursor, RunLog
 from cohortflow.state import LOG_KEY
 from cohortflow.warehouse import open_warehouse
-from tests.engines.test_embedded import assert_matches_recompute, catch_up, pipeline_cmd
 from tests.helpers import generate
+from tests.support.pipeline import assert_matches_recompute, catch_up, pipeline_cmd
 
 # Many students and dirty lines: a lost or doubled line shows in lessons_completed or the quarantine.
 SMALL = ("--history-batches", "20", "--history-students", "2000", "--history-test-runs", "3000")

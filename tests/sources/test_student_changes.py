@@ -15,9 +15,9 @@ import pytest
 
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
-from tests.engines.test_embedded import assert_matches_recompute, catch_up, pipeline_cmd
 from tests.helpers import expected, generate, snapshot
 from tests.naive import recompute
+from tests.support.pipeline import assert_matches_recompute, catch_up, pipeline_cmd
 
 HISTORY = ("--history-batches", "30", "--history-students", "3000", "--history-test-runs", "20000")
 

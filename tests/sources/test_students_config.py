@@ -13,7 +13,7 @@ import pytest
 
 from cohortflow.contract import STUDENTS_TABLE_DDL
 from cohortflow.warehouse import open_warehouse
-from tests.engines.test_embedded import pipeline_cmd
+from tests.support.pipeline import pipeline_cmd
 
 
 def _not_sqlite(path: Path) -> None:

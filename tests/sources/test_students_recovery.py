@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cohortflow.simulator.process import SimulatorProcess
-from tests.engines.test_embedded import assert_matches_recompute, catch_up, pipeline_cmd
 from tests.helpers import generate
 from tests.support import unavailable
+from tests.support.pipeline import assert_matches_recompute, catch_up, pipeline_cmd
 
 SMALL = ("--history-batches", "20", "--history-students", "3000", "--history-test-runs", "4000")
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")

@@ -11,9 +11,9 @@ import pytest
 from cohortflow.simulator.process import SimulatorProcess
 from cohortflow.warehouse import open_warehouse
 from tests.engines.test_backfill_commits import HISTORY, INTERVAL, committed_offset
-from tests.engines.test_embedded import assert_matches_recompute, catch_up
 from tests.helpers import generate
 from tests.support import unavailable
+from tests.support.pipeline import assert_matches_recompute, catch_up
 
 
 def _mount(where: Path, options: str) -> None:
