@@ -153,6 +153,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         budget = limit.max_bytes if isinstance(limit, ReadMaxBytes) else None
         if self.target is not None:
             if self.log.reached(cursor, self.target):
+                self.log.aligned_end(cursor, 0)  # still the file we read? (SourceReset if not)
                 return cursor
             if cursor.identity == self.target.identity:
                 remaining = self.target.offset - cursor.offset
