@@ -141,9 +141,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
         started = time.monotonic()
         try:
             with Live(_view(options, started), console=console, refresh_per_second=2) as live:
-                while pipeline.poll() is None:
-                    time.sleep(0.5)
-                    live.update(_view(options, started))
+                try:
+                    while pipeline.poll() is None:
+                        time.sleep(0.5)
+                        live.update(_view(options, started))
+                except KeyboardInterrupt:
+                    live.update(_view(options, started))  # the frame left on screen is current
+                    raise
             msg = f"the pipeline stopped with status {pipeline.returncode}: see {log}"
             raise EngineError(msg)
         except KeyboardInterrupt:
