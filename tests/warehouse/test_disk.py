@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from cohortflow.warehouse import open_warehouse
 from tests.engines.test_backfill_commits import HISTORY, INTERVAL, committed_offset
 from tests.helpers import generate
 from tests.support import unavailable
-from tests.support.pipeline import assert_matches_recompute, catch_up
+from tests.support.pipeline import assert_matches_recompute, catch_up, pipeline_cmd
+from tests.support.wait import wait_until
 
 
 def _mount(where: Path, options: str) -> None:
@@ -26,31 +29,51 @@ def _mount(where: Path, options: str) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB tmpfs, unmounted after the test."""
+    """A real 64 MiB tmpfs, unmounted after the test."""
     where = tmp_path / "disk"
     where.mkdir()
-    _mount(where, "size=3m")
+    _mount(where, "size=64m")
     yield where
     subprocess.run(["umount", str(where)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` (another program filling the disk mid-backfill)."""
+    filler, block = disk / "filler", b"\0" * (1 << 20)
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    with filler.open("ab", buffering=0) as f, suppress(OSError):
+        while True:  # the last bytes, smaller than a block
+            f.write(b"\0" * 4096)
+    return filler
 
 
 def test_a_full_disk_keeps_what_was_committed_says_what_to_free_and_resumes(
     tmp_path: Path, small_disk: Path
 ) -> None:
     data, warehouse = tmp_path / "data", small_disk / "warehouse.db"
-    # 40k students: the warehouse outgrows the 3 MiB disk whatever the pace of commits, and the
-    # first commit (one 20k-student page and the log read meanwhile) still fits
-    generate(data, *HISTORY, "--history-students", "40000", "--history-test-runs", "300000")
+    generate(data, *HISTORY, "--history-test-runs", "1000000")
     with SimulatorProcess(data, "--no-stream", "--serve") as sim:
-        full = catch_up(data, sim.url, str(warehouse), *INTERVAL)
-        assert full.returncode == 1, full.stderr
-        assert "is full" in full.stderr and "free space on that disk" in full.stderr
-        assert "Traceback" not in full.stderr and len(full.stderr.strip().splitlines()) == 1, full.stderr
+        backfill = subprocess.Popen(
+            pipeline_cmd(data, sim.url, str(warehouse), "--once", *INTERVAL),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: committed_offset(warehouse) > 0, 120, "the backfill's first commit")
+        filler = _fill(small_disk)
+        _, err = backfill.communicate(timeout=120)
+        assert backfill.returncode == 1, err
+        assert "is full" in err and "free space on that disk" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         kept = committed_offset(warehouse)
         assert 0 < kept < (data / "test_runs.log").stat().st_size, "commits before the disk filled are kept"
         with open_warehouse(str(warehouse)) as wh:
             assert wh.execute("PRAGMA integrity_check") == [("ok",)]
-        subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)  # space freed
+        filler.unlink()  # space freed
         done = catch_up(data, sim.url, str(warehouse), *INTERVAL)
         assert done.returncode == 0, done.stderr
         assert_matches_recompute(data, sim.url, str(warehouse))
