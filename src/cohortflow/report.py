@@ -60,10 +60,6 @@ def render_leaderboard(rows: list[dict[str, Any]], fmt: str, formula_guard: bool
     return csv_text(rows, [*LEADERBOARD_COLUMNS, *TIMESTAMP_COLUMNS], formula_guard)
 
 
-def _same_timestamps(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, **{c: same_timestamp(str(row[c])) for c in TIMESTAMP_COLUMNS if c in row}}
-
-
 _C1_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
 
 
