@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +80,42 @@ def test_a_python_exception_raised_on_the_driver_is_named_with_its_fix() -> None
     error = explain(PySparkImportError("[PACKAGE_NOT_INSTALLED] Pandas >= 2.2.0 must be installed."))
     assert "PySparkImportError: [PACKAGE_NOT_INSTALLED] Pandas >= 2.2.0 must be installed" in str(error)
     assert str(error).endswith("pip install 'cohortflow[spark]'")
+
+
+WORKER = """
+import socket
+from pyspark.serializers import read_int, write_int
+from cohortflow.engines.spark.sources import behave_as_worker
+behave_as_worker()
+ours, jvm = socket.socketpair()
+{before}
+stream = ours.makefile("rwb", 65536)
+try:
+    read_int(stream)  # like pyspark's source runner: wait for the JVM's next call
+except BaseException:
+    write_int(-2, stream)  # report the error to the JVM, which is gone
+    stream.flush()
+"""
+
+
+@pytest.mark.parametrize(
+    ("before", "printed"),
+    [
+        ("jvm.close()  # the query stopped", ""),
+        ("ours.close()  # our own bug: a closed socket is no hang-up", "Bad file descriptor"),
+    ],
+    ids=["hang-up", "own-bug"],
+)
+def test_a_worker_the_jvm_hung_up_on_dies_silently_other_errors_print(before: str, printed: str) -> None:
+    died = subprocess.run(
+        [sys.executable, "-c", WORKER.format(before=before)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert died.returncode == 1
+    if printed:
+        assert "Traceback" in died.stderr and printed in died.stderr
+    else:
+        assert died.stderr == ""

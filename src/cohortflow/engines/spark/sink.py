@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from cohortflow.config import PipelineConfig
 from cohortflow.engines.spark.failures import explain
 from cohortflow.engines.spark.guard import writer_name
-from cohortflow.engines.spark.sources import ENVELOPE_ARROW, fit, leave_sigint_to_the_driver
+from cohortflow.engines.spark.sources import ENVELOPE_ARROW, behave_as_worker, fit
 from cohortflow.errors import CohortflowError
 from cohortflow.parse import DELTA_SCHEMA, delta_from_arrow, summarise_partition
 from cohortflow.records import BatchRecord, StudentRecord
@@ -56,7 +56,7 @@ OUTPUT_DDL = ", ".join(f"{f.name} {'long' if pa.types.is_integer(f.type) else 's
 
 def summarise_or_pass(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Parse log rows into a delta where they are; pass students and batches through (mapInArrow)."""
-    leave_sigint_to_the_driver()
+    behave_as_worker()
     for batch in batches:
         is_run = pc.equal(batch.column("source"), "test_runs")
         runs = batch.filter(is_run).select(["file", "offset", "line"])

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
@@ -67,15 +69,47 @@ ENVELOPE_ARROW = pa.schema(
 )
 
 
-def leave_sigint_to_the_driver() -> None:
-    """Ignore SIGINT in this Spark Python worker (call it from code that runs in workers).
+def behave_as_worker() -> None:
+    """Set up this Spark Python worker for a clean stop (call it from code that runs in workers).
 
-    A terminal's Ctrl-C reaches the whole process group, Spark's Python workers
-    included, and pyspark's worker turns it into KeyboardInterrupt: the current
-    micro-batch would fail. The driver stops the query between micro-batches instead.
+    - SIGINT is ignored: a terminal's Ctrl-C reaches the whole process group,
+      Spark's Python workers included, and pyspark's worker turns it into
+      KeyboardInterrupt: the current micro-batch would fail. The driver stops
+      the query between micro-batches instead.
+    - A hang-up is silent: when a query stops, the JVM closes a worker's socket
+      and then terminates it; the worker's dying traceback about the closed
+      socket (often cut short by the termination) is noise on the user's terminal.
+      Any other uncaught error is still printed.
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not isinstance(sys.excepthook, _UnlessHungUp):
+        sys.excepthook = _UnlessHungUp(sys.excepthook)
+
+
+ExceptHook = Callable[[type[BaseException], BaseException, TracebackType | None], object]
+
+
+class _UnlessHungUp:
+    """An excepthook that stays silent on a hang-up and passes any other error on."""
+
+    def __init__(self, then: ExceptHook) -> None:
+        self.then = then
+
+    def __call__(self, kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        if not hung_up(error):
+            self.then(kind, error, trace)
+
+
+def hung_up(error: BaseException | None) -> bool:
+    """Whether ``error`` (or one it was raised while handling) is the other end closing the connection."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (EOFError, ConnectionError)):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def tagged(source: str, cursor: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +161,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     __test__ = False
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        leave_sigint_to_the_driver()
+        behave_as_worker()
         self.log = RunLog(options["path"])
         self.max_bytes = int(options.get("maxBytesPerTrigger", "0"))
         self.part_bytes = int(options.get("partitionBytes", str(32 << 20)))
@@ -173,7 +207,7 @@ class RunsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     @carried_iter
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, LogRange)
-        leave_sigint_to_the_driver()  # the reader was unpickled here: __init__ did not run
+        behave_as_worker()  # the reader was unpickled here: __init__ did not run
         at = LogCursor.from_json(partition.file)
         for lines in self.log.read_range(partition.start, partition.end, self.chunk_bytes, at=at):
             columns = {c: lines.column(c) for c in ("file", "offset", "line")}
@@ -198,7 +232,7 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """The students table by rowid."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        leave_sigint_to_the_driver()
+        behave_as_worker()
         self.table = StudentsTable(options["path"])
         self.max_rows = int(options.get("maxRowsPerTrigger", "100000"))
         self.start = StudentsCursor.from_json(_start(options))
@@ -232,7 +266,7 @@ class StudentsStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     @carried_iter
     def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
         assert isinstance(partition, StudentRange)
-        leave_sigint_to_the_driver()
+        behave_as_worker()
         page = self.table.between(partition.after_id, partition.upto_id)
         if page is None:
             return
@@ -249,7 +283,7 @@ class BatchesStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
     """The batch API, paged and de-duplicated by cursor on the driver."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        leave_sigint_to_the_driver()
+        behave_as_worker()
         self.url = options["url"]
         self.timeout = float(options.get("timeout", "5"))
         self.start = BatchesCursor.from_json(_start(options))
