@@ -1,12 +1,14 @@
-"""Records read from the students table and the batch API, as the warehouse stores them."""
+"""Records read from the students table and the batch API, as the warehouse stores them.
+
+Named tuples: a backfill makes hundreds of thousands, and they go to ``executemany`` as they are.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
+class BatchRecord(NamedTuple):
     """One batch (class/cohort) served by the batch API."""
 
     id: int
@@ -14,8 +16,7 @@ class BatchRecord:
     created_at: str
 
 
-@dataclass(frozen=True, slots=True)
-class StudentRecord:
+class StudentRecord(NamedTuple):
     """One row of the upstream ``students`` table."""
 
     id: int

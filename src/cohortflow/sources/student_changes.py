@@ -35,7 +35,13 @@ from typing import Any
 
 from cohortflow.errors import SourceReset
 from cohortflow.records import StudentRecord
-from cohortflow.sources.students import StudentsCursor, StudentsTable, canonical, validate_rows
+from cohortflow.sources.students import (
+    SELECT_ROWS,
+    StudentsCursor,
+    StudentsTable,
+    canonical,
+    validate_rows,
+)
 from cohortflow.warehouse import Warehouse, schema
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,7 @@ SAMPLES = 16
 _DIGEST = """SELECT group_concat(r, char(10)) FROM (
     SELECT quote(id) || '|' || quote(name) || '|' || quote(batch_id) || '|' || quote(created_at) AS r
     FROM students WHERE id > ? AND id <= ? ORDER BY id)"""
-_ROWS = "SELECT id, name, batch_id, created_at FROM students WHERE id > ? AND id <= ? ORDER BY id"
+_ROWS = f"{SELECT_ROWS} WHERE id > ? AND id <= ? ORDER BY id"
 _SEQUENCE = """SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'students'),
     (SELECT max(id) FROM students), 0)"""
 _MAX_ID = "SELECT coalesce(max(id), 0) FROM students"  # a table without AUTOINCREMENT

@@ -281,7 +281,8 @@ class Transaction:
 
     def add_students(self, students: Sequence[StudentRecord]) -> None:
         """Stage new students (idempotent by id)."""
-        rows = [(s.id, self.text.value(s.name), s.batch_id, s.created_at) for s in students]
+        holdable = self.text.holds(s.name for s in students)
+        rows = students if holdable else [s._replace(name=self.text.value(s.name)) for s in students]
         self._many(schema.INSERT_STUDENT, rows, "students")
         self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
 

@@ -10,6 +10,7 @@ number of values changed is added up in ``pipeline_state`` under
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +32,10 @@ class TextRule:
         fixed, n = _UNHOLDABLE.subn(REPLACEMENT, text)
         self.replaced += n > 0
         return fixed
+
+    def holds(self, texts: Iterable[str]) -> bool:
+        """Whether every one of ``texts`` is storable as it is (one scan for a whole page)."""
+        return _UNHOLDABLE.search("\n".join(texts)) is None
 
     def column(self, column: Any) -> Any:
         """One Arrow column: strings made storable (Arrow text is valid UTF-8, so only NUL)."""
