@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,10 +20,12 @@ from cohortflow.parse import (
     delta_to_arrow,
     parse_runs,
     split_lines,
+    summarise_judged,
     summarise_lines,
     summarise_runs,
+    summarise_vectorised,
 )
-from cohortflow.parse.lines import decoded
+from cohortflow.parse.lines import as_raw, decoded
 from tests.naive import naive_parse, naive_raw
 
 SAMPLES = Path(__file__).parent / "simulator" / "data"  # a copy of shared/samples: CI has no shared/
@@ -323,12 +326,31 @@ def _delta_rows(delta: RunsDelta) -> tuple[object, ...]:
     )
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.lists(lines(), max_size=40))
-def test_the_hot_path_summary_equals_the_summary_of_every_row(raw_lines: list[bytes]) -> None:
-    """What the engines call (summarise_lines) is summarise_runs(parse_runs(...)), empty input too."""
+@st.composite
+def plausible_lines(draw: st.DrawFn) -> bytes:
+    """A valid line of few students, lessons and titles: completions, repeats and mappings are common."""
+    total = draw(st.integers(min_value=1, max_value=3))
+    doc: dict[str, object] = {
+        "result": f"{draw(st.integers(min_value=total - 1, max_value=total))}/{total}",
+        "student_id": draw(st.integers(min_value=1, max_value=4)),
+    }
+    lesson = draw(st.sampled_from(["id", "title", "both"]))
+    if lesson != "title":
+        doc["lesson_id"] = draw(st.integers(min_value=1, max_value=3))
+    if lesson != "id":
+        doc["lesson_title"] = draw(st.sampled_from(["Fetch Lab", "Use Fetch", "Zoë"]))
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("summary", [summarise_lines, summarise_judged, summarise_vectorised])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw_lines=st.lists(st.one_of(lines(), plausible_lines()), max_size=40))
+def test_the_hot_path_summary_equals_the_summary_of_every_row(
+    summary: Callable[[pa.Table], RunsDelta], raw_lines: list[bytes]
+) -> None:
+    """What the engines call (either way) is summarise_runs(parse_runs(...)), empty input too."""
     batch = split_lines(b"".join(line + b"\n" for line in raw_lines), 7, "t.log")
-    assert _delta_rows(summarise_lines(batch)) == _delta_rows(summarise_runs(parse_runs(batch)))
+    assert _delta_rows(summary(as_raw(batch))) == _delta_rows(summarise_runs(parse_runs(batch)))
 
 
 @pytest.mark.parametrize("newline", [b"\n", b""])
