@@ -46,6 +46,11 @@ naive baseline on a single batch is a failure: the run exits non-zero.
    groupby, `to_sql(if_exists="replace")`). Every contender's per-batch
    `(students_total, students_completed_3plus)` must equal the floor's. All
    timings include interpreter start-up and paging the batch API (10k batches).
+   **Students + batches ingestion**: the same command, interleaved, on a copy
+   with the same `students.db` and batches but an empty log, minus its time
+   on empty sources (start-up, imports, opening the warehouse). **PostgreSQL
+   vs SQLite**: the engine into a throwaway PostgreSQL (once) over the SQLite
+   median.
 2. **Tick cost vs history**: two caught-up `EmbeddedEngine`s in one process
    (short and long history), alternately fed the same-sized fresh 1 MiB delta
    of realistic lines; one `tick()` timed each. The batch API is not polled

@@ -250,8 +250,11 @@ def execute(run: Run) -> None:
 
 def standard_notes(plan: Plan) -> list[str]:
     return [
-        "Backfill timings are medians of interleaved runs (engine, floor, engine, floor, ...); "
-        "the naive baseline, PostgreSQL and Spark run once (Spark at the 1M size only).",
+        "Backfill timings are medians of interleaved runs (engine, floor, engine on the empty log, "
+        "engine on empty sources, engine, ...); the naive baseline, PostgreSQL and Spark run once "
+        "(Spark at the 1M size only).",
+        "Students + batches ingestion is a difference of two medians of whole runs (empty log minus "
+        "empty sources): start-up noise lands on it in full, so at small sizes it can even be negative.",
         "The 10M naive figure is "
         + ("measured." if plan.naive_large == "run" else "extrapolated linearly from the 1M run (not run)."),
         "PostgreSQL is a throwaway server with fsync=off and synchronous_commit=off: "

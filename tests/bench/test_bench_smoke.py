@@ -158,5 +158,9 @@ def test_the_whole_suite_runs_at_a_tiny_size(tmp_path: Path) -> None:
     workloads = " ".join(r["workload"] for r in results)
     for name in ("Backfill 20k", "Tick", "Freshness at 100x", "Idle CPU", "Writer"):
         assert name in workloads
+    cases = {r["case"] for r in results if r["workload"].startswith("Backfill 20k")}
+    assert "students + batches alone (empty log), minus start-up" in cases
+    if "--no-postgres" not in _postgres_args():
+        assert "embedded → PostgreSQL vs → SQLite" in cases
     assert not [r for r in results if r["status"] == "**FAILED**"]
     assert not list(tmp_path.glob("run-quick-*")), "the scratch directory must be cleaned up"
