@@ -222,9 +222,11 @@ FINISH: Final = (
     """DELETE FROM pending_title_completions WHERE lesson_title IN (
         SELECT t.title FROM touched_titles t JOIN lessons l ON l.title = t.title)""",
     # Driven by the touched keys (PK lookups): never a scan of all students.
-    """UPDATE students SET lessons_completed =
-        (SELECT count(*) FROM lesson_completions c WHERE c.student_id = students.id)
-    WHERE id IN (SELECT id FROM touched_students)""",
+    # Rows whose count is unchanged are not rewritten (nor their index entries).
+    """UPDATE students SET lessons_completed = f.n
+    FROM (SELECT t.id, (SELECT count(*) FROM lesson_completions c WHERE c.student_id = t.id) AS n
+          FROM touched_students t) AS f
+    WHERE students.id = f.id AND students.lessons_completed <> f.n""",
     """INSERT INTO touched_batches (id)
     SELECT DISTINCT batch_id FROM students WHERE id IN (SELECT id FROM touched_students)
     ON CONFLICT DO NOTHING""",
