@@ -214,6 +214,7 @@ SELECT_STATE_KEY: Final = "SELECT value FROM pipeline_state WHERE key = ?"
 _RESOLVABLE_PENDING = """FROM pending_title_completions p
     JOIN lessons l ON l.title = p.lesson_title
     WHERE p.lesson_title IN (SELECT title FROM touched_titles)"""
+_COMPLETED = "(SELECT count(*) FROM lesson_completions c WHERE c.student_id = students.id)"
 FINISH: Final = (
     f"""INSERT INTO touched_students (id) SELECT DISTINCT p.student_id {_RESOLVABLE_PENDING}
     ON CONFLICT DO NOTHING""",
@@ -223,10 +224,8 @@ FINISH: Final = (
         SELECT t.title FROM touched_titles t JOIN lessons l ON l.title = t.title)""",
     # Driven by the touched keys (PK lookups): never a scan of all students.
     # Rows whose count is unchanged are not rewritten (nor their index entries).
-    """UPDATE students SET lessons_completed = f.n
-    FROM (SELECT t.id, (SELECT count(*) FROM lesson_completions c WHERE c.student_id = t.id) AS n
-          FROM touched_students t) AS f
-    WHERE students.id = f.id AND students.lessons_completed <> f.n""",
+    f"""UPDATE students SET lessons_completed = {_COMPLETED}
+    WHERE id IN (SELECT id FROM touched_students) AND lessons_completed <> {_COMPLETED}""",
     """INSERT INTO touched_batches (id)
     SELECT DISTINCT batch_id FROM students WHERE id IN (SELECT id FROM touched_students)
     ON CONFLICT DO NOTHING""",
