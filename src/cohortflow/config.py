@@ -19,6 +19,8 @@ class PipelineConfig:
     Attributes:
         poll_seconds: idle wait between looks at the log and students table.
         batches_poll_seconds: least time between two batch API polls.
+        batches_idle_poll_seconds: time between polls once ten in a row found nothing new
+            (a new batch is then seen within this; anything new brings back the short period).
         coalesce_seconds: least time between two commits while following a trickle: appends
             arriving meanwhile share one commit (its fixed cost), adding at most this to freshness.
         chunk_bytes: log bytes parsed at once (bounds memory).
@@ -40,6 +42,7 @@ class PipelineConfig:
     on_reset: OnReset = "fail"
     poll_seconds: float = 0.05
     batches_poll_seconds: float = 0.5
+    batches_idle_poll_seconds: float = 2.0
     coalesce_seconds: float = 0.1
     chunk_bytes: int = 16 << 20
     txn_bytes: int = 256 << 20

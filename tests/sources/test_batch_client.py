@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ from cohortflow.errors import ConfigError, SourceError, SourceThrottled, SourceU
 from cohortflow.health import SourceHealth
 from cohortflow.sources.batch_http import retry_after, validate_url
 from cohortflow.sources.batches import BatchApi, BatchesCursor, BatchesRead
-from cohortflow.sources.prefetch import BatchPrefetcher
+from cohortflow.sources.prefetch import QUIET_POLLS, BatchPrefetcher
 from tests.support.wait import wait_until
 
 URL = "http://api.test/batches"
@@ -293,3 +294,35 @@ def test_retry_after_is_honoured_before_the_next_try() -> None:
     finally:
         prefetch.stop()
     assert times[1] - times[0] >= 1.9  # the jittered backoff alone would retry within 0.5 s
+
+
+def test_an_idle_api_is_polled_slower_until_something_new_comes() -> None:
+    fake = FakeApi(batches([0]))
+    times: list[float] = []
+
+    def timed(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        return fake(request)
+
+    prefetch = BatchPrefetcher(api_of(timed), 0.01, reconcile_every=3600, idle_interval=0.5)
+    prefetch.start(BatchesCursor())
+    try:
+        wait_until(lambda: len(times) >= QUIET_POLLS + 4, 20)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert max(gaps[: QUIET_POLLS - 2]) < 0.4, gaps  # busy or briefly quiet: the short period
+        assert min(gaps[QUIET_POLLS + 1 :]) >= 0.45, gaps  # long quiet: the idle period
+        fake.batches.append({"id": 2, "name": "web-2", "created_at": stamp(5)})
+        taken: list[int] = []
+
+        def new_batch_taken() -> bool:
+            read = prefetch.take()
+            if read is not None:
+                taken.extend(b.id for b in read.batches)
+            return 2 in taken
+
+        wait_until(new_batch_taken, 5)  # within the idle period
+        found = len(times)
+        wait_until(lambda: len(times) >= found + 5, 5)
+        assert max(b - a for a, b in itertools.pairwise(times[found : found + 5])) < 0.4, "short again"
+    finally:
+        prefetch.stop()

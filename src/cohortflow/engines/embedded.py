@@ -80,7 +80,10 @@ class EmbeddedEngine:
         self.student_changes = StudentChangeDetector(self.students, self.warehouse, paced=not config.once)
         self.api = BatchApi(config.batches_url, timeout=config.http_timeout)
         self.batches = BatchPrefetcher(
-            self.api, config.batches_poll_seconds, reconcile_every=config.batches_reconcile_seconds
+            self.api,
+            config.batches_poll_seconds,
+            reconcile_every=config.batches_reconcile_seconds,
+            idle_interval=config.batches_idle_poll_seconds,
         )
         self.on_commit = on_commit
         self.cursors = Cursors()

@@ -37,14 +37,26 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+#: Polls in a row that found nothing new before the poller slows to its idle period.
+QUIET_POLLS = 10
+
+
 class BatchPrefetcher:
     """A background reader of the batch API with an in-order queue of reads and listings."""
 
     def __init__(
-        self, api: BatchApi, interval: float, reconcile_every: float = 60.0, listing_budget: float = 0.1
+        self,
+        api: BatchApi,
+        interval: float,
+        reconcile_every: float = 60.0,
+        listing_budget: float = 0.1,
+        idle_interval: float | None = None,
     ) -> None:
         self.api = api
         self.interval = interval
+        self.idle_interval = max(interval, idle_interval or interval)
+        """Poll period once QUIET_POLLS polls in a row found nothing new (most of an idle pipeline's CPU)."""
+        self._quiet_polls = 0
         self.reconcile_every = reconcile_every
         self.listing_budget = listing_budget
         self.backoff = Backoff()
@@ -147,10 +159,13 @@ class BatchPrefetcher:
                 self._error = exc
             return self.interval
         self._succeeded(read.limit)
+        self._quiet_polls = 0 if fresh else self._quiet_polls + 1
         if fresh:
             return 0.0
         # A listing under way goes on soon, but leaves the API as much idle time as it takes.
-        return self.listing_budget if listing else self.interval
+        if listing:
+            return self.listing_budget
+        return self.idle_interval if self._quiet_polls >= QUIET_POLLS else self.interval
 
     def _publish(self, read: BatchesRead, cursor: BatchesCursor, generation: int) -> bool:
         fresh = bool(read.batches or read.rejects or read.cursor != cursor)
