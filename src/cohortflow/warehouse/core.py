@@ -334,6 +334,9 @@ class Transaction:
 
     def finish(self) -> None:
         """Resolve late lesson titles, then recompute touched students and batches."""
+        if self.warehouse.dialect.analyze_temp_tables:
+            # Without statistics PostgreSQL guesses the touched set and plans the recount badly.
+            self.execute(schema.ANALYZE_TOUCHED)
         for statement in schema.FINISH:
             self.execute(statement)
         self.execute(schema.RECOMPUTE_BATCHES, (self.now,))

@@ -19,6 +19,8 @@ class Dialect:
     slots: dict[str, str] = field(default_factory=dict)
     begin: str = "BEGIN"
     bulk_min_rows: int | None = None  # load at least this many rows via the backend's bulk path
+    # Temp tables get no statistics unless asked (PostgreSQL's autovacuum never sees them).
+    analyze_temp_tables: bool = False
 
     def render(self, sql: str) -> str:
         """Fill the ``{slot}`` names and swap ``?`` placeholders for this backend's."""
@@ -52,4 +54,5 @@ POSTGRES = Dialect(
     },
     begin="BEGIN",
     bulk_min_rows=64,  # COPY then INSERT ... SELECT: one round trip instead of one per row
+    analyze_temp_tables=True,
 )

@@ -214,6 +214,7 @@ SELECT_STATE_KEY: Final = "SELECT value FROM pipeline_state WHERE key = ?"
 _RESOLVABLE_PENDING = """FROM pending_title_completions p
     JOIN lessons l ON l.title = p.lesson_title
     WHERE p.lesson_title IN (SELECT title FROM touched_titles)"""
+ANALYZE_TOUCHED: Final = "ANALYZE touched_students"
 _COMPLETED = "(SELECT count(*) FROM lesson_completions c WHERE c.student_id = students.id)"
 FINISH: Final = (
     f"""INSERT INTO touched_students (id) SELECT DISTINCT p.student_id {_RESOLVABLE_PENDING}
