@@ -251,6 +251,7 @@ class Transaction:
         self.now = warehouse.clock()
         self.counts: dict[str, int] = {}
         self.text = TextRule()
+        self._touched: set[int] = set()  # students in touched_students: a backfill names each many times
         for ddl in schema.TEMP_TABLES:
             self.execute(ddl)
         for statement in schema.CLEAR_TEMP:
@@ -284,14 +285,14 @@ class Transaction:
         holdable = self.text.holds(s.name for s in students)
         rows = students if holdable else [s._replace(name=self.text.value(s.name)) for s in students]
         self._many(schema.INSERT_STUDENT, rows, "students")
-        self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
+        self._touch_students(s.id for s in students)
 
     def update_students(self, students: Sequence[StudentRecord]) -> None:
         """Stage students edited upstream (or back after a delete): old and new batch are recomputed."""
         self._many(schema.TOUCH_BATCH_OF_STUDENT, [(s.id,) for s in students])
         rows = [(s.id, s.name, s.batch_id, s.created_at) for s in students]
         self._many(schema.UPSERT_STUDENT, rows, "students_updated")
-        self._many(schema.TOUCH_STUDENT, [(s.id,) for s in students])
+        self._touch_students(s.id for s in students)
 
     def delete_students(self, ids: Sequence[int]) -> None:
         """Stage students deleted upstream; their completions stay but count for no batch."""
@@ -307,13 +308,19 @@ class Transaction:
         self._many(schema.TOUCH_TITLE, [(t,) for t in {m[1] for m in mappings} | {t[1] for t in titles}])
         completions = self._rows(delta.completions, "student_id", "lesson_id")
         self._many(schema.INSERT_COMPLETION, completions, "completions")
-        self._many(schema.TOUCH_STUDENT, [(s,) for s in {c[0] for c in completions}])
+        self._touch_students(c[0] for c in completions)
         rejects = [
             (f"{file}:{offset}", raw or "", reason)
             for file, offset, raw, reason in self._rows(delta.rejects, "file", "offset", "raw", "reason")
         ]
         self.add_rejects("test_runs", rejects)
         self.counts["lines"] = self.counts.get("lines", 0) + delta.lines
+
+    def _touch_students(self, ids: Iterable[int]) -> None:
+        """Mark students for FINISH's recount (each once per transaction)."""
+        new = [i for i in dict.fromkeys(ids) if i not in self._touched]
+        self._touched.update(new)
+        self._many(schema.TOUCH_STUDENT, [(i,) for i in new])
 
     def add_rejects(self, source: str, rejects: Sequence[tuple[str, str, str]]) -> None:
         """Quarantine bad records: ``(location, raw, reason)`` each."""
