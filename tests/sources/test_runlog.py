@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cohortflow.errors import ConfigError, SourceReset
-from cohortflow.sources import LogCursor, RunLog
+from cohortflow.sources import LogCursor, RunLog, logfiles
 from cohortflow.sources.logfiles import is_rotated_name
 
 
@@ -47,6 +47,17 @@ def rotate_rename(path: Path) -> None:
 def rotate_copytruncate(path: Path) -> None:
     shutil.copyfile(path, path.with_name(f"{path.name}.1"))
     os.truncate(path, 0)
+
+
+def numbered_copytruncate(path: Path) -> None:
+    """Logrotate's copytruncate with numbered copies: shift `.N` to `.N+1`, copy, truncate."""
+    numbered = sorted(
+        (p for p in path.parent.glob(f"{path.name}.*") if p.suffix[1:].isdigit()),
+        key=lambda p: -int(p.suffix[1:]),
+    )
+    for old in numbered:
+        old.rename(path.with_name(f"{path.name}.{int(old.suffix[1:]) + 1}"))
+    rotate_copytruncate(path)
 
 
 class Reader:
@@ -166,6 +177,10 @@ def _truncate(path: Path) -> None:
     append(path, lines(100, 1))
 
 
+def _cut_short(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)  # the head we name it by is still there
+
+
 def _rewrite(path: Path) -> None:
     with path.open("r+b") as f:
         f.write(line(9))
@@ -182,13 +197,13 @@ def _rename_elsewhere(path: Path) -> None:
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["held-open", "after-restart"])
-@pytest.mark.parametrize("change", [_truncate, _rewrite, _replace, _rename_elsewhere])
+@pytest.mark.parametrize("change", [_truncate, _cut_short, _rewrite, _replace, _rename_elsewhere])
 def test_a_log_replaced_without_a_copy_or_rotated_file_is_a_reset(
     tmp_path: Path, change: Change, fresh: bool
 ) -> None:
     path = tmp_path / "logs" / "test_runs.log"
     path.parent.mkdir()
-    path.write_bytes(lines(0, 10))
+    path.write_bytes(lines(0, 200))  # longer than the head we name it by
     log = RunLog(path)
     chunk = log.read(LogCursor(), 1 << 20)
     assert chunk is not None
@@ -265,6 +280,18 @@ def test_the_spark_interface_reads_ranges_of_a_rotated_file_by_identity(tmp_path
     log.close()
 
 
+def test_a_spark_range_planned_before_a_copytruncate_is_read_from_the_copy(tmp_path: Path) -> None:
+    path = tmp_path / "test_runs.log"
+    path.write_bytes(lines(0, 100))
+    log = RunLog(path)
+    end = log.aligned_end(LogCursor())  # the driver plans [0, end) of the live file
+    rotate_copytruncate(path)  # then the executor reads: the live file holds other lines
+    append(path, lines(100, 200))
+    got = [ln for b in log.read_range(0, end.offset, 1000, at=end) for ln in b.column("line").to_pylist()]
+    assert got == split(lines(0, 100))
+    log.close()
+
+
 @pytest.mark.parametrize(
     ("name", "rotated"),
     [
@@ -288,6 +315,38 @@ def test_a_backup_beside_the_log_is_not_read(reader: Reader) -> None:
     shutil.copyfile(path, path.with_name("test_runs.log.bak"))
     shutil.copyfile(path, path.with_name("test_runs.log.1.gz"))
     assert reader.drain() == split(lines(0, 5))
+
+
+def test_a_rotation_renaming_files_while_we_look_for_the_copy_does_not_send_us_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotations every few ms: between our listing and our opens, `.1` became `.2`.
+
+    The name listed for one file then holds another; checking the bytes under the name
+    but reading the file listed under it read an older copy from our offset, then ours
+    again from its start (seen as doubled quarantine rows in the rotation crash test).
+    """
+    path = tmp_path / "test_runs.log"
+    path.write_bytes(lines(0, 100))
+    rotate_copytruncate(path)
+    append(path, lines(100, 100))  # longer than the head the cursor names it by
+    reader = Reader(path, restart=False)
+    assert reader.drain() == split(lines(0, 200))  # the copy, then the live file to its end
+    numbered_copytruncate(path)  # ours (lines 100-199) is now `.1`
+    append(path, lines(200, 100))
+
+    listed = logfiles.scan
+
+    def rotating_right_after_the_listing(log_path: Path) -> list[logfiles.LogFile]:
+        files = listed(log_path)
+        monkeypatch.setattr(logfiles, "scan", listed)  # once
+        numbered_copytruncate(path)  # ours becomes `.2`: the name listed for the oldest copy
+        append(path, lines(300, 5))
+        return files
+
+    monkeypatch.setattr(logfiles, "scan", rotating_right_after_the_listing)
+    assert reader.drain() == split(lines(0, 305))
+    reader.close()
 
 
 def test_a_copy_still_being_made_is_not_left_early(tmp_path: Path) -> None:

@@ -111,13 +111,34 @@ def head_sha(fd: int, length: int) -> str:
     return hashlib.sha256(os.pread(fd, length, 0)).hexdigest() if length else ""
 
 
-def has_head(path: Path, length: int, sha: str) -> bool:
-    """Whether the file at ``path`` starts with the bytes whose hash is ``sha``."""
-    try:
-        with opened(path) as fd:
-            return fd is not None and os.fstat(fd).st_size >= length and head_sha(fd, length) == sha
-    except SourceError:
-        return False
+def open_with_head(
+    path: Path,
+    length: int,
+    sha: str,
+    prefer: tuple[int, int] | None = None,
+    besides: tuple[int, int] | None = None,
+) -> OpenFile | None:
+    """Open the log's file that starts with the bytes hashed as ``sha`` (``prefer`` first).
+
+    Else the newest that does, other than ``besides``; None if none does. Each file is checked through the
+    descriptor then read: a rotation renames files between our listing and our opens,
+    and a name checked is not always the file listed under it.
+    """
+    for _ in range(STABLE_SCANS):
+        stale = False
+        for listed in sorted(scan(path)[::-1], key=lambda f: f.identity != prefer):
+            if listed.identity == besides:
+                continue
+            candidate = open_if(listed.path, listed.identity)
+            if candidate is None:
+                stale = True  # renamed since the listing: look again
+            elif os.fstat(candidate.fd).st_size >= length and head_sha(candidate.fd, length) == sha:
+                return candidate
+            else:
+                os.close(candidate.fd)
+        if not stale:
+            return None
+    return None
 
 
 def successor(files: list[LogFile], current: LogFile) -> LogFile | None:
@@ -188,13 +209,19 @@ class OpenFile:
     name: str
 
 
-def same_start(fd: int, path: Path) -> bool:
-    """Whether the file at ``path`` starts with the same bytes as ours (as far as both go)."""
-    with opened(path) as other:
-        if other is None:
-            return False
-        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other).st_size)
-        return length > 0 and os.pread(fd, length, 0) == os.pread(other, length, 0)
+def same_start(fd: int, following: LogFile) -> bool:
+    """Whether ``following`` starts with the same bytes as ours (as far as both go).
+
+    Also True when its name now holds another file (renamed meanwhile): look again later.
+    """
+    other = open_if(following.path, following.identity)
+    if other is None:
+        return True
+    try:
+        length = min(HEAD_BYTES, os.fstat(fd).st_size, os.fstat(other.fd).st_size)
+        return length > 0 and os.pread(fd, length, 0) == os.pread(other.fd, length, 0)
+    finally:
+        os.close(other.fd)
 
 
 def open_if(path: Path, identity: tuple[int, int]) -> OpenFile | None:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow as pa
 
@@ -187,14 +188,20 @@ class RunLog:
 
     @contextmanager
     def _opened_at(self, at: LogCursor | None) -> Iterator[int]:
-        """The file ``at`` names (by identity, under any of the log's names), else the live one."""
-        path = self.path
+        """The file holding the bytes ``at`` was read from; without ``at``, the live one.
+
+        Found by identity, else as the copy a copytruncate made of it, under any log name.
+        """
         if at is not None and at.identity is not None:
-            found = logfiles.find(logfiles.scan(self.path), at.identity)
+            found = logfiles.open_with_head(self.path, at.head_len, at.head_sha, prefer=at.identity)
             if found is None:
                 self._reset(at, "the file being read is under no name in its directory any more")
-            path = found.path if found else path
-        with opened(path) as fd:
+            try:
+                yield found.fd
+            finally:
+                os.close(found.fd)
+            return
+        with opened(self.path) as fd:
             if fd is None:
                 msg = f"cannot read `{self.name}`: it does not exist"
                 raise SourceError(msg)
@@ -226,28 +233,21 @@ class RunLog:
             return
         self._reset(cursor, "it was replaced by another file (ours is under no name in its directory)")
 
-    def _copy_of(self, cursor: LogCursor, stat: os.stat_result) -> tuple[OpenFile, LogCursor] | None:
+    def _copy_of(self, cursor: LogCursor, stat: os.stat_result) -> tuple[OpenFile, LogCursor]:
         """After copytruncate: the copy that starts with our first bytes, read on from our offset."""
-        files = logfiles.scan(self.path)
-        copies = [
-            f
-            for f in files
-            if f.identity != (stat.st_dev, stat.st_ino)
-            and logfiles.has_head(f.path, cursor.head_len, cursor.head_sha)
-        ]
-        if not copies:
+        ours = (stat.st_dev, stat.st_ino)  # shrunk or rewritten: no longer what we read
+        copy = logfiles.open_with_head(self.path, cursor.head_len, cursor.head_sha, besides=ours)
+        if copy is None:
             what = (
                 f"it shrank from {cursor.offset} to {stat.st_size} bytes"
                 if stat.st_size < cursor.offset
                 else "its first bytes changed (rewritten in place)"
             )
             self._reset(cursor, f"{what}, and no copy of it is in its directory")
-        copy = copies[-1]
-        opened = self._hold(copy.identity)
-        if opened is None:
-            return None  # rotated again while we looked: next time
-        log.info("`%s` was copied and truncated; reading the rest from `%s`", self.name, opened.name)
-        return opened, replace(cursor, device=copy.device, inode=copy.inode)
+        self.close()
+        self._open = copy
+        log.info("`%s` was copied and truncated; reading the rest from `%s`", self.name, copy.name)
+        return copy, replace(cursor, device=copy.identity[0], inode=copy.identity[1])
 
     def _hold(self, identity: tuple[int, int]) -> OpenFile | None:
         """Open (or keep open) the file with this identity: at the path, or rotated beside it."""
@@ -302,7 +302,7 @@ class RunLog:
     def _move_on(self, opened: OpenFile, cursor: LogCursor, max_bytes: int) -> LogChunk | None:
         """Our file was rotated and is drained: once the writer has moved on, follow it."""
         nxt = self._next_file(opened)
-        if nxt is None or logfiles.same_start(opened.fd, nxt.path):
+        if nxt is None or logfiles.same_start(opened.fd, nxt):
             return None  # nothing yet, or ours is a copy still being made of it (copytruncate)
         # The next file has other data, so the writer is done with ours: its size now is final.
         chunk = self._read_open(opened, cursor, max_bytes) or self._last_fragment(opened, cursor)
@@ -388,7 +388,7 @@ class RunLog:
             sha = head_sha(fd, head_len)
         return LogCursor(offset, stat.st_dev, stat.st_ino, head_len, sha)
 
-    def _reset(self, cursor: LogCursor, what: str) -> None:
+    def _reset(self, cursor: LogCursor, what: str) -> NoReturn:
         raise SourceReset(self.name, f"{what} (we had read {cursor.offset} bytes of it)")
 
 
